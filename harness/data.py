@@ -72,6 +72,8 @@ class ShardedTokenReader:
             found = shard_num_tokens(f)
             if found != n:
                 raise DataError(f"{f}: holds {found} tokens but {self.dir / 'manifest.json'} says {n}")
+            if found == 0:  # read() would skip it silently, never opening (and rejecting) it
+                raise DataError(f"{f}: shard holds no tokens")
         self.epoch_tokens = int(self.sizes.sum())
         self.position = 0  # stream position of the next global batch
         self._shards: dict[int, np.ndarray] = {}  # memory maps, opened (and range-checked) on first use

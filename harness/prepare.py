@@ -174,6 +174,7 @@ def prepare(source: Source, out: Path, shard_tokens: int = 100_000_000, workers:
             raise SystemExit(f"{out} already holds a dataset prepared with other settings "
                              f"({manifest['config']}); choose another --out")
         print(f"{out} is already prepared: {manifest['splits']['train']['tokens']:,} train tokens", file=sys.stderr)
+        (out / PROGRESS).unlink(missing_ok=True)  # killed between writing the manifest and this cleanup
         return manifest
     for stale in out.glob("*.tmp"):  # a shard or progress record from a killed run
         stale.unlink()

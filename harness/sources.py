@@ -116,8 +116,10 @@ def local_files(pattern: str, text_field: str = "text", val_fraction: float = 0.
         builder = "parquet" if path.endswith(".parquet") else "json"
         ds = datasets.load_dataset(builder, data_files=path, split="train", streaming=True)
         for i, row in enumerate(ds):
-            if text_field not in row:
-                raise SourceError(f"{path} row {i}: no field {text_field!r} (fields: {sorted(row)})")
+            # datasets fills a field that only some rows have with None in the others
+            if row.get(text_field) is None:
+                fields = sorted(k for k, v in row.items() if v is not None)
+                raise SourceError(f"{path} row {i}: no field {text_field!r} (fields: {fields})")
             yield row[text_field]
 
     def documents(start: int) -> Iterator[str]:
@@ -189,4 +191,6 @@ def _require_hub_access(path: str) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         cache = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
         if not any(cache.glob(f"**/datasets--{path.replace('/', '--')}")):
-            raise SourceError(f"{endpoint.hostname} is unreachable ({e}) and {path} is not cached.\n{_OFFLINE_HINT}")
+            raise SourceError(
+                f"{endpoint.hostname} is unreachable ({e}) and {path} is not cached.\n{_OFFLINE_HINT}"
+            ) from None

@@ -5,6 +5,7 @@ internet, so we build the identical encoding from `assets/gpt2.tiktoken` and che
 """
 
 import functools
+import hashlib
 from importlib import resources
 
 import tiktoken
@@ -21,6 +22,10 @@ VOCAB_SIZE = 50257
 def gpt2_encoding() -> tiktoken.Encoding:
     """The GPT-2 encoding; ids are exactly tiktoken's GPT-2 ids."""
     path = resources.files("harness") / "assets" / "gpt2.tiktoken"
+    # Checked here: tiktoken skips its own check when TIKTOKEN_CACHE_DIR="" (caching disabled).
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != GPT2_RANKS_SHA256:
+        raise ValueError(f"{path}: hash mismatch (sha256 {digest}, expected {GPT2_RANKS_SHA256})")
     ranks = load_tiktoken_bpe(str(path), expected_hash=GPT2_RANKS_SHA256)
     return tiktoken.Encoding(
         name="gpt2",
