@@ -1,0 +1,290 @@
+"""Atomic checkpoints with everything an exact resume needs, and finding the newest valid one.
+
+Layout: RUN_DIR/checkpoints/step_00001000/ holding
+    model.pt      model weights (rank 0)
+    optim.pt      optimizer state, consolidated when ZeRO-sharded (rank 0)
+    rank_00003.pt each rank's RNG states and data reader position
+    meta.json     written last: step, spec, fingerprints, wandb id, and every file's size
+A checkpoint is written into a hidden `.step_N.tmp` directory, every file fsync'd, and renamed into
+place by rank 0 only after all ranks report success; a directory without a valid meta.json, or
+whose files differ from it, is never loaded.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.distributed import DistEnv, any_rank, barrier
+from harness.shards import fsync_dir
+
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written and how many are kept."""
+
+    every: int = 1000  # save every N steps (also at the end and when preempted; 0: only then)
+    keep: int = 2  # keep the newest K; at least 2, since the newest may be unusable if a node dies mid-save
+    permanent_every: int = 0  # also keep every checkpoint whose step is a multiple of N forever (0: none)
+    async_save: bool = False  # copy state to CPU, write it in the background; training waits only for the copy
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that must not be used; the message names it and what is wrong."""
+
+
+class CheckpointLayoutError(CheckpointError):
+    """A sound checkpoint written by another number of ranks: the user decides, it is not skipped."""
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:08d}"
+
+
+def _save_file(obj: object, path: Path) -> int:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return path.stat().st_size
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank:05d}.pt"
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every random stream; numpy's key goes in a tensor so the file loads with weights_only=True."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(key.astype(np.int64)), pos, has_gauss,
+                                                      gauss), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class Checkpointer:
+    """Saves checkpoints from all ranks together; optionally writes them in the background."""
+
+    def __init__(self, root: Path, cfg: CheckpointConfig, env: DistEnv):
+        self.root, self.cfg, self.env = root, cfg, env
+        self._pending: tuple[int, dict, threading.Thread, list] | None = None  # (step, meta, writer, errors)
+        if env.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            for stale in root.glob(".step_*.tmp"):  # left by a save that was killed
+                shutil.rmtree(stale, ignore_errors=True)
+        barrier(env)
+
+    def due(self, step: int) -> bool:
+        return self.cfg.every > 0 and step % self.cfg.every == 0
+
+    def save(self, step: int, model_state: dict | None, optim_state: dict | None, rank_state: dict,
+             meta: dict) -> None:
+        """Collective: every rank calls it. model/optim state are only needed on rank 0."""
+        self.finish()  # at most one save in flight
+        tmp = self.root / f".step_{step:08d}.tmp"
+        if self.env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier(self.env)
+        files = {rank_file(self.env.rank): rank_state}
+        if self.env.is_main:
+            files |= {"model.pt": model_state, "optim.pt": optim_state}
+        meta = dict(meta, step=step, world_size=self.env.world_size, time=time.time(),
+                    permanent=bool(self.cfg.permanent_every and step % self.cfg.permanent_every == 0))
+        errors: list[BaseException] = []
+        if self.cfg.async_save:
+            # Training continues once the state is on the CPU; the write finishes in the background.
+            files = {name: _to_cpu(obj) for name, obj in files.items()}
+            writer = threading.Thread(target=self._write, args=(tmp, files, errors), daemon=True)
+            writer.start()
+            self._pending = (step, meta, writer, errors)
+        else:
+            self._write(tmp, files, errors)
+            self._pending = (step, meta, None, errors)
+            self.finish()
+
+    def _write(self, tmp: Path, files: dict, errors: list) -> None:
+        try:
+            for name, obj in files.items():
+                _save_file(obj, tmp / name)
+        except BaseException as e:  # noqa: BLE001 - reported to every rank by finish()
+            errors.append(e)
+
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def writing(self) -> bool:
+        """Whether this rank's background write is still running."""
+        return self._pending is not None and self._pending[2] is not None and self._pending[2].is_alive()
+
+    def finish(self) -> Path | None:
+        """Collective: wait for the save in flight, then make it visible if every rank wrote its part."""
+        if self._pending is None:
+            return None
+        step, meta, writer, errors = self._pending
+        self._pending = None
+        if writer is not None:
+            writer.join()
+        tmp = self.root / f".step_{step:08d}.tmp"
+        if any_rank(bool(errors), self.env):  # all ranks agree, so none waits for a failed one
+            if self.env.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            mine = f": {errors[0]!r}" if errors else " on another rank"
+            raise CheckpointError(f"saving checkpoint step {step} to {tmp} failed{mine}; "
+                                  f"older checkpoints in {self.root} are untouched")
+        final = step_dir(self.root, step)
+        if self.env.is_main:
+            meta["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            with open(tmp / "meta.json") as f:
+                os.fsync(f.fileno())
+            fsync_dir(tmp)
+            if final.exists():  # the same step saved again (e.g. preempted right after a periodic save)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            fsync_dir(self.root)
+            self._prune()
+        barrier(self.env)
+        return final
+
+    def _prune(self) -> None:
+        found = list_checkpoints(self.root)
+        keep = max(2, self.cfg.keep)
+        for path in found[:-keep]:
+            try:
+                if json.loads((path / "meta.json").read_text()).get("permanent"):
+                    continue
+            except (OSError, ValueError):
+                pass  # unreadable: not a permanent one we must keep
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _to_cpu(obj: object) -> object:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete-looking checkpoint directories, oldest first (temporary directories excluded)."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: p.name)
+
+
+def read_meta(path: Path) -> dict:
+    """The checkpoint's meta.json, after checking that every file it lists is there in full."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no meta.json (incomplete checkpoint)") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}/meta.json: unreadable ({e})") from None
+    if meta.get("step") != int(STEP_DIR.match(path.name).group(1)):
+        raise CheckpointError(f"{path}: meta.json is for step {meta.get('step')}")
+    for name, size in meta.get("files", {}).items():
+        f = path / name
+        if not f.exists():
+            raise CheckpointError(f"{f}: missing")
+        if f.stat().st_size != size:
+            raise CheckpointError(f"{f}: {f.stat().st_size} bytes, meta.json says {size} (truncated or replaced)")
+    for name in ("model.pt", "optim.pt"):
+        if name not in meta.get("files", {}):
+            raise CheckpointError(f"{path}: meta.json lists no {name}")
+    return meta
+
+
+def load(path: Path, rank: int, world_size: int, reshard: bool = False) -> dict:
+    """Everything a rank needs to resume from `path`; raises CheckpointError naming what is wrong."""
+    meta = read_meta(path)
+    if meta["world_size"] != world_size and not reshard:
+        raise CheckpointLayoutError(f"{path}: written by {meta['world_size']} ranks, this run has {world_size} "
+                              "(set data.reshard=True to continue with the new world size)")
+    mine = path / rank_file(rank if meta["world_size"] == world_size else 0)
+    if not mine.exists():
+        raise CheckpointError(f"{mine}: missing rank state")
+    try:
+        # weights_only: a checkpoint is data, and must not be able to run code when loaded.
+        return {
+            "meta": meta,
+            "model": torch.load(path / "model.pt", map_location="cpu", weights_only=True),
+            "optim": torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
+            "rank": torch.load(mine, map_location="cpu", weights_only=True),
+        }
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+
+
+def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads; corrupt or incomplete newer ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return path, load(path, rank, world_size, reshard)
+        except CheckpointLayoutError:
+            raise
+        except CheckpointError as e:
+            print(f"WARNING: skipping checkpoint {path}: {e}", file=sys.stderr, flush=True)
+    return None
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["torch.nn.Module", dict]:
+    """A model to evaluate or sample from: a run directory (its newest valid checkpoint), a checkpoint
+    directory, or a HuggingFace GPT-2 directory. Returns the model and where it came from."""
+    from harness.model import GPT, ModelConfig, load_hf_gpt2
+
+    path = Path(path)
+    if (path / "config.json").exists() and not (path / "checkpoints").exists():
+        model = load_hf_gpt2(path)
+        info = {"source": "huggingface", "path": str(path), "step": None}
+    else:
+        if (path / "checkpoints").is_dir():
+            found = [p for p in reversed(list_checkpoints(path / "checkpoints")) if _loadable(p)]
+            if not found:
+                raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'}")
+            path = found[0]
+        meta = read_meta(path)
+        try:
+            state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, EOFError) as e:
+            raise CheckpointError(f"{path}/model.pt: unreadable ({e})") from None
+        model = GPT(ModelConfig(**meta["spec"]["model"]))
+        model.load_state_dict(state)
+        info = {"source": "checkpoint", "path": str(path), "step": meta["step"], "name": meta["spec"]["name"]}
+    return model.to(device).eval(), info
+
+
+def _loadable(path: Path) -> bool:
+    try:
+        read_meta(path)
+        return True
+    except CheckpointError as e:
+        print(f"WARNING: skipping checkpoint {path}: {e}", file=sys.stderr)
+        return False

@@ -1,0 +1,367 @@
+"""The experiment spec: one `Experiment` composed of each component's own config dataclass.
+
+An experiment is a Python file in experiments/ that defines `spec = Experiment(...)`, or
+`sweep = [Experiment(...), ...]` for several runs submitted as one job array. Any field can be
+overridden on the command line (`--optim.lr 3e-4`; `--help` lists them). The resolved spec is
+written to RUN_DIR/config.json, and a resumed run checks itself against it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+import runpy
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import simple_parsing
+from simple_parsing.helpers.serialization import from_dict, to_dict
+
+from harness.checkpoint import CheckpointConfig
+from harness.cluster import ClusterConfig
+from harness.data import DataConfig, DataError, load_manifest
+from harness.eval import EvalConfig
+from harness.metrics import LogConfig
+from harness.model import ModelConfig
+from harness.optim import OptimConfig, ScheduleConfig
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: batch arithmetic, precision, devices, and what to do when things go wrong."""
+
+    batch_tokens: int = 524_288  # tokens per optimizer step over all ranks (2**19, GPT-3's ~0.5M)
+    micro_batch: int = 64  # sequences per rank per forward/backward; gradients accumulate to batch_tokens
+    seq_len: int = 1024  # tokens per sequence (T)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # process-group backend (auto: NCCL on GPU, gloo on CPU)
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast precision (auto: bf16 on CUDA, fp32 on CPU)
+    compile: bool = False  # torch.compile the model for training (evaluation uses the plain module)
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient norm stops the run or skips the step
+    max_restarts: int = 3  # torchrun restarts the workers this often after a crash (preemptions do not count)
+    collective_timeout_min: float = 10.0  # a rank stuck this long in a collective fails the job
+    stop_check_every: int = 10  # steps between the ranks' agreement on a stop signal (a tiny CPU all-reduce)
+    peak_tflops: float = 0.0  # per-device peak for MFU (0: known GPUs' bf16 peak; none on CPU)
+
+
+@dataclass
+class Experiment:
+    """One training run."""
+
+    name: str = "experiment"  # run name: the Slurm job name and the default run directory log/<name>
+    run_dir: str = ""  # checkpoints, metrics and logs (empty: log/<name>)
+    seed: int = 1337  # seeds initialisation, data order and samples
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+class SpecError(ValueError):
+    """An invalid spec; the message starts with the field (or file) at fault."""
+
+
+# Fields whose change makes a checkpoint meaningless for the new spec (the data itself is checked
+# through its fingerprint; world size and batch shape through the reader state).
+RESUME_BREAKING = ("model.", "train.seq_len", "seed", "data.dir", "data.shuffle")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_experiment_file(path: str | Path) -> list[Experiment]:
+    """The spec(s) an experiment file defines, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: experiment file not found")
+    try:
+        namespace = runpy.run_path(str(path), run_name="__experiment__")
+    except SyntaxError as e:
+        raise SpecError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:
+        raise SpecError(f"{path}: the experiment file raised {type(e).__name__}: {e}") from e
+    if "sweep" in namespace:
+        specs = list(namespace["sweep"])
+        if not specs:
+            raise SpecError(f"{path}: `sweep` is empty")
+    elif "spec" in namespace:
+        specs = [namespace["spec"]]
+    else:
+        raise SpecError(f"{path}: defines neither `spec = Experiment(...)` nor `sweep = [...]`")
+    for s in specs:
+        if not isinstance(s, Experiment):
+            raise SpecError(f"{path}: expected Experiment objects, found {type(s).__name__}")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{path}: sweep runs need distinct names, got {names}")
+    return specs
+
+
+def load_run_spec(run_dir: str | Path) -> Experiment:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise SpecError(f"{run_dir}: not a run directory (no config.json)")
+    return from_json(path.read_text(), str(path))
+
+
+def to_json(exp: Experiment) -> str:
+    return json.dumps(to_dict(exp), indent=1) + "\n"
+
+
+def from_json(text: str, where: str = "spec") -> Experiment:
+    d = json.loads(text)
+    extra = _unknown_keys(Experiment, d)
+    if extra:
+        raise SpecError(f"{where}: unknown field {extra[0]}")
+    return from_dict(Experiment, d)
+
+
+def _unknown_keys(cls: type, d: dict, prefix: str = "") -> list[str]:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = []
+    for k, v in d.items():
+        if k not in fields:
+            out.append(prefix + k)
+        elif isinstance(v, dict) and dataclasses.is_dataclass(typing.get_type_hints(cls)[k]):
+            out += _unknown_keys(typing.get_type_hints(cls)[k], v, f"{prefix}{k}.")
+    return out
+
+
+def parse_cli(argv: list[str], prog: str, multiple: bool = False) -> list[Experiment]:
+    """`EXPERIMENT.py|RUN_DIR [--sweep-index N] [--field value ...]` -> resolved spec(s).
+
+    With `multiple`, every spec of a sweep is returned (each with the overrides); otherwise a sweep
+    needs --sweep-index.
+    """
+    usage = f"usage: {prog} EXPERIMENT.py|RUN_DIR [--field value ...]   ({prog} EXPERIMENT.py --help lists fields)"
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in ("-h", "--help"):
+            _override_parser(prog, Experiment()).print_help()
+            sys.exit(0)
+        raise SpecError(usage)
+    target, rest = Path(argv[0]), list(argv[1:])
+    specs = [load_run_spec(target)] if target.is_dir() else load_experiment_file(target)
+    index = None
+    if "--sweep-index" in rest:
+        i = rest.index("--sweep-index")
+        index = int(rest[i + 1])
+        del rest[i : i + 2]
+        if not 0 <= index < len(specs):
+            raise SpecError(f"--sweep-index {index}: {target} defines {len(specs)} runs")
+        specs = [specs[index]]
+    if len(specs) > 1 and not multiple:
+        raise SpecError(f"{target} defines a sweep of {len(specs)} runs; pick one with --sweep-index N")
+    out = []
+    for spec in specs:
+        args = _override_parser(prog, spec).parse_args(rest)
+        out.append(resolve(args.exp))
+    return out
+
+
+def _override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentParser:
+    parser = simple_parsing.ArgumentParser(
+        prog=prog, add_config_path_arg=False, nested_mode=simple_parsing.NestedMode.WITHOUT_ROOT,
+        argument_generation_mode=simple_parsing.ArgumentGenerationMode.NESTED,
+    )
+    parser.add_arguments(Experiment, dest="exp", default=default)
+    return parser
+
+
+def resolve(exp: Experiment) -> Experiment:
+    """Fill in what defaults to something else (run dir, model sizes from the preset)."""
+    try:
+        model = exp.model.resolved()
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    return dataclasses.replace(exp, run_dir=exp.run_dir or f"log/{exp.name}", model=model)
+
+
+def init_run_dir(exp: Experiment, allow: str = "compatible") -> dict[str, tuple[object, object]]:
+    """Create the run directory or check it against `exp`; returns the fields that changed.
+
+    allow="compatible" accepts changes that keep the checkpoints meaningful (the trainer's rule);
+    allow="none" refuses any change (harness.submit's rule, unless asked). The resolved spec is
+    (re)written to config.json.
+    """
+    run_dir = Path(exp.run_dir)
+    path = run_dir / "config.json"
+    changes = {}
+    if path.exists():
+        changes = diff(load_run_spec(run_dir), exp)
+        refused = changes if allow == "none" else breaking_changes(changes)
+        if refused:
+            raise SpecError(f"{run_dir} holds a run with a different spec ({describe(refused)}); "
+                            "use another name or run_dir" + (", or allow the change" if allow == "none" else ""))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if changes or not path.exists():
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(to_json(exp))
+        tmp.replace(path)
+    return changes
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
+    """Everything that can be checked before a run starts; raises SpecError naming the field."""
+    _check_types(exp, "")
+    errors = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", exp.name) is not None,
+         f"name: {exp.name!r} must be letters, digits, '.', '_' or '-' (it names the job and the run directory)")
+    try:
+        exp.model.resolved()
+    except ValueError as e:
+        errors.append(str(e))
+    t, o, s = exp.train, exp.optim, exp.schedule
+    for name in ("batch_tokens", "micro_batch", "seq_len", "stop_check_every"):
+        need(getattr(t, name) > 0, f"train.{name}: must be positive, got {getattr(t, name)}")
+    need(t.max_restarts >= 0, f"train.max_restarts: must be >= 0, got {t.max_restarts}")
+    need(t.collective_timeout_min > 0,
+         f"train.collective_timeout_min: must be positive, got {t.collective_timeout_min}")
+    need(t.seq_len <= exp.model.block_size,
+         f"train.seq_len: {t.seq_len} is longer than model.block_size={exp.model.block_size}")
+    per_pass = t.micro_batch * t.seq_len * world_size
+    if per_pass > 0 and t.batch_tokens > 0:
+        need(t.batch_tokens % per_pass == 0,
+             f"train.batch_tokens: {t.batch_tokens:,} is not divisible by micro_batch x seq_len x world_size = "
+             f"{t.micro_batch} x {t.seq_len} x {world_size} = {per_pass:,}")
+    need(o.lr > 0, f"optim.lr: must be positive, got {o.lr}")
+    need(all(0 <= b < 1 for b in o.betas), f"optim.betas: must be in [0, 1), got {o.betas}")
+    need(o.eps > 0, f"optim.eps: must be positive, got {o.eps}")
+    need(o.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {o.weight_decay}")
+    need(o.grad_clip >= 0, f"optim.grad_clip: must be >= 0 (0 = off), got {o.grad_clip}")
+    need(s.steps > 0, f"schedule.steps: must be positive, got {s.steps}")
+    need(0 <= s.warmup < s.steps, f"schedule.warmup: must be in [0, schedule.steps={s.steps}), got {s.warmup}")
+    need(0 <= s.min_lr <= o.lr, f"schedule.min_lr: must be in [0, optim.lr={o.lr}], got {s.min_lr}")
+    e = exp.eval
+    for name in ("val_every", "hellaswag_every", "hellaswag_limit", "sample_every", "sample_tokens"):
+        need(getattr(e, name) >= 0, f"eval.{name}: must be >= 0, got {getattr(e, name)}")
+    if e.val_every and per_pass > 0:
+        need(e.val_tokens > 0 and e.val_tokens % per_pass == 0,
+             f"eval.val_tokens: {e.val_tokens:,} must be a positive multiple of micro_batch x seq_len x "
+             f"world_size = {per_pass:,}")
+    c = exp.checkpoint
+    need(c.every >= 0, f"checkpoint.every: must be >= 0, got {c.every}")
+    need(c.keep >= 2, f"checkpoint.keep: must be >= 2 (the newest may be unusable), got {c.keep}")
+    need(c.permanent_every >= 0, f"checkpoint.permanent_every: must be >= 0, got {c.permanent_every}")
+    need(exp.log.every > 0, f"log.every: must be positive, got {exp.log.every}")
+    cl = exp.cluster
+    for name in ("nodes", "time_min", "max_timeouts"):
+        need(getattr(cl, name) > 0, f"cluster.{name}: must be positive, got {getattr(cl, name)}")
+    for name in ("gpus_per_node", "procs_per_node", "cpus_per_task", "mem_gb", "signal_lead_s"):
+        need(getattr(cl, name) >= 0, f"cluster.{name}: must be >= 0, got {getattr(cl, name)}")
+    need(cl.signal_lead_s < cl.time_min * 60,
+         f"cluster.signal_lead_s: {cl.signal_lead_s}s is not shorter than cluster.time_min={cl.time_min}min")
+    for opt in cl.sbatch_extra:
+        need("=" in opt or opt.isidentifier(), f"cluster.sbatch_extra: {opt!r} is not key=value")
+    if check_data and not errors:
+        errors += _check_data(exp, per_pass)
+    if errors:
+        raise SpecError("\n".join(errors))
+
+
+def _check_data(exp: Experiment, per_pass: int) -> list[str]:
+    try:
+        manifest = load_manifest(exp.data.dir)
+    except DataError as e:
+        return [f"data.dir: {e}"]
+    errors = []
+    vocab = manifest["tokenizer"]["vocab_size"]
+    if vocab > exp.model.vocab_size:
+        errors.append(f"model.vocab_size: {exp.model.vocab_size} is smaller than the data's vocabulary ({vocab})")
+    train = manifest["splits"].get("train", {}).get("tokens", 0)
+    if train < per_pass + 1:
+        errors.append(f"data.dir: {exp.data.dir} has {train:,} train tokens, fewer than one batch ({per_pass:,})")
+    if exp.eval.val_every:
+        val = manifest["splits"].get("val", {}).get("tokens", 0)
+        if val < exp.eval.val_tokens + 1:
+            errors.append(f"eval.val_tokens: {exp.eval.val_tokens:,} is more than the {val:,} val tokens in "
+                          f"{exp.data.dir} (lower it, or set eval.val_every=0)")
+    return errors
+
+
+def _check_types(obj: object, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise SpecError(f"{prefix}{f.name}: expected {hint.__name__}, got {type(value).__name__}")
+            _check_types(value, f"{prefix}{f.name}.")
+        elif not _matches(value, hint):
+            raise SpecError(f"{prefix}{f.name}: expected {_type_name(hint)}, got {type(value).__name__} {value!r}")
+
+
+def _matches(value: object, hint: object) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple | list) and len(value) == len(args) and all(map(_matches, value, args))
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+# ----------------------------------------------------------------------------- comparing specs
+
+
+def flatten(exp: Experiment) -> dict[str, object]:
+    out = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = v
+
+    walk(to_dict(exp), "")
+    return out
+
+
+def diff(old: Experiment, new: Experiment) -> dict[str, tuple[object, object]]:
+    """Fields whose values differ, as {"optim.lr": (old, new)}."""
+    a, b = flatten(old), flatten(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def breaking_changes(changes: dict[str, tuple[object, object]]) -> dict[str, tuple[object, object]]:
+    return {k: v for k, v in changes.items() if k.startswith(RESUME_BREAKING)}
+
+
+def describe(changes: dict[str, tuple[object, object]]) -> str:
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def fingerprint(exp: Experiment) -> str:
+    """Identifies what a checkpoint depends on: the resume-breaking fields."""
+    parts = {k: v for k, v in flatten(exp).items() if k.startswith(RESUME_BREAKING)}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,205 @@
+"""GPT-2: the model, its size presets, and loading OpenAI's weights from a HuggingFace directory."""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+PRESETS = {  # (n_layer, n_head, n_embd), as released by OpenAI
+    "gpt2": (12, 12, 768),  # 124M
+    "gpt2-medium": (24, 16, 1024),  # 350M
+    "gpt2-large": (36, 20, 1280),  # 774M
+    "gpt2-xl": (48, 25, 1600),  # 1558M
+}
+
+
+@dataclass
+class ModelConfig:
+    """GPT-2 shape: a preset, or a free size (preset None and all of n_layer, n_head, n_embd)."""
+
+    preset: str | None = "gpt2"  # gpt2 | gpt2-medium | gpt2-large | gpt2-xl, or None for a free size
+    n_layer: int | None = None  # transformer blocks (None: the preset's)
+    n_head: int | None = None  # attention heads (None: the preset's)
+    n_embd: int | None = None  # embedding width (None: the preset's)
+    block_size: int = 1024  # longest sequence the position table covers
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128: faster matmuls, same model
+    dropout: float = 0.0  # dropout on attention, residual and embeddings (0 for pretraining)
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+
+    def resolved(self) -> "ModelConfig":
+        """A copy with every size filled in from the preset; raises ValueError naming the field."""
+        sizes = {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"model.preset: unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+            preset = dict(zip(sizes, PRESETS[self.preset], strict=True))
+            sizes = {k: preset[k] if v is None else v for k, v in sizes.items()}
+        missing = [k for k, v in sizes.items() if v is None]
+        if missing:
+            raise ValueError(f"model.{missing[0]}: required when model.preset is None")
+        cfg = dataclasses.replace(self, **sizes)
+        for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            if getattr(cfg, k) <= 0:
+                raise ValueError(f"model.{k}: must be positive, got {getattr(cfg, k)}")
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"model.n_embd: {cfg.n_embd} is not divisible by model.n_head={cfg.n_head}")
+        if not 0 <= cfg.dropout < 1:
+            raise ValueError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
+        return cfg
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.dropout = cfg.n_head, cfg.dropout
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scaled_init = True
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # One fused kernel (flash attention on CUDA) instead of materialising the T x T matrix.
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scaled_init = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))  # GPT-2's "gelu_new"
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg = cfg.resolved()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+        ))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        # Tied input and output embeddings, as in GPT-2: 38M fewer parameters at 124M.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "residual_scaled_init", False):
+                # Each block adds two projections to the residual stream; scaling by 1/sqrt(2 L)
+                # keeps the stream's variance from growing with depth (GPT-2 paper, section 2.3).
+                std /= math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        T = idx.size(1)
+        if self.config.block_size < T:
+            raise ValueError(f"sequence of {T} tokens is longer than model.block_size={self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """All parameters (the tied embedding counted once), or without the embedding tables."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token, 6N + 12*L*H*Q*T (PaLM appendix B; N without the position table)."""
+        cfg = self.config
+        n = self.num_params() - self.transformer.wpe.weight.numel()
+        return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * seq_len
+
+
+# ----------------------------------------------------------------------------- HuggingFace GPT-2
+
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def load_hf_gpt2(path: str | Path) -> GPT:
+    """A GPT-2 from a HuggingFace directory (config.json + model.safetensors or pytorch_model.bin).
+
+    The vocabulary stays at 50257 (no padding) so the logits match the original exactly.
+    """
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no config.json; not a HuggingFace GPT-2 directory") from None
+    if hf.get("model_type") != "gpt2":
+        raise ValueError(f"{path}/config.json: model_type {hf.get('model_type')!r} is not 'gpt2'")
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"{path}/config.json: activation {hf['activation_function']!r} is not GPT-2's")
+    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
+        raise ValueError(f"{path}/config.json: attention variants are not supported")
+    cfg = ModelConfig(preset=None, n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                      block_size=hf["n_positions"], vocab_size=hf["vocab_size"], dropout=0.0, bias=True)
+    if (path / "model.safetensors").exists():
+        from safetensors.torch import load_file
+
+        sd = load_file(path / "model.safetensors")
+    elif (path / "pytorch_model.bin").exists():
+        sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{path}: neither model.safetensors nor pytorch_model.bin")
+
+    model = GPT(cfg)
+    ours = model.state_dict()
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+    for key, target in ours.items():
+        name = key.removeprefix("transformer.")
+        if key == "lm_head.weight":
+            name = "lm_head.weight" if "lm_head.weight" in sd else "wte.weight"  # tied: often not saved
+        if name not in sd:
+            raise KeyError(f"{path}: no weight for {name}")
+        w = sd[name]
+        if name.endswith(_CONV1D):  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
+            w = w.t()
+        if w.shape != target.shape:
+            raise ValueError(f"{path}: {name} has shape {tuple(w.shape)}, expected {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(w)  # state_dict() tensors share storage with the parameters
+    return model

@@ -1,0 +1,77 @@
+"""AdamW with GPT-2's parameter groups, optional ZeRO-1 sharding, and the learning-rate schedule."""
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class OptimConfig:
+    """AdamW settings (GPT-3 paper, table 2.1 and appendix B)."""
+
+    lr: float = 6e-4  # peak learning rate
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
+    eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 0.1  # applied to matrices only, never to biases, norms or the position table
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
+    fused: bool | None = None  # fused AdamW kernel (None: wherever the device supports it)
+    zero1: bool = False  # shard optimizer state across data-parallel ranks (ZeRO stage 1)
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warmup, then decay to min_lr by the last step."""
+
+    steps: int = 19073  # optimizer steps in the whole run
+    warmup: int = 715  # steps of linear warmup from lr/warmup to lr
+    min_lr: float = 6e-5  # learning rate at the end of the decay (GPT-3: 10% of the peak)
+    decay: Literal["cosine", "linear", "constant"] = "cosine"  # shape of the decay after warmup
+
+
+def lr_at(step: int, lr: float, sched: ScheduleConfig) -> float:
+    """Learning rate of update `step` (0-based)."""
+    if step < sched.warmup:
+        return lr * (step + 1) / sched.warmup
+    if sched.decay == "constant" or step >= sched.steps:
+        return lr if sched.decay == "constant" else sched.min_lr
+    progress = (step - sched.warmup) / max(1, sched.steps - sched.warmup)
+    if sched.decay == "linear":
+        return lr + (sched.min_lr - lr) * progress
+    return sched.min_lr + 0.5 * (lr - sched.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    # Decay the matrices of matmuls and embeddings (dim >= 2); biases and LayerNorm gains stay free.
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device_type: str) -> torch.optim.Optimizer:
+    fused = cfg.fused
+    if fused is None:
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    kwargs = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+    if cfg.zero1 and dist.is_initialized() and dist.get_world_size() > 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        # Each rank keeps Adam moments for 1/world of the parameters. ZeRO takes one group at
+        # construction; the second (no decay) is added afterwards.
+        groups = param_groups(model, cfg.weight_decay)
+        opt = ZeroRedundancyOptimizer(groups[0]["params"], optimizer_class=torch.optim.AdamW,
+                                      weight_decay=cfg.weight_decay, **kwargs)
+        opt.add_param_group(groups[1])
+        return opt
+    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), **kwargs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

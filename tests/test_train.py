@@ -1,0 +1,110 @@
+"""The trainer end to end: 2 ranks under torchrun, killed and resumed, must match a straight run bit for bit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny GPT: ~0.5 s per step on 2 CPU ranks, slow enough to kill between checkpoints.
+TINY = [
+    "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
+    "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", "1024",
+    "--schedule.steps", "20", "--schedule.warmup", "3",
+    "--checkpoint.every", "10", "--eval.val_every", "0", "--eval.sample_every", "0",
+    "--log.wandb", "disabled",
+]
+
+
+def torchrun(run_dir: Path, data_dir: Path, *extra: str, nproc: int = 2) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run_dir),
+           "--data.dir", str(data_dir), *TINY, *extra]
+    log = open(run_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> None:
+    rc = proc.wait(timeout=timeout)
+    log = Path(proc.args[proc.args.index("--run_dir") + 1]).with_suffix(".log").read_text()
+    assert rc == 0, log[-3000:]
+
+
+def train_losses(run_dir: Path, restart: int | None = None) -> dict[int, float]:
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    return {r["step"]: r["loss"] for r in rows if restart is None or r["restart"] == restart}
+
+
+def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        if (run_dir / "metrics.jsonl").exists() and max(train_losses(run_dir), default=0) >= step:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"step {step} never came")
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints/step_00000020/model.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def straight_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("straight") / "run"
+    finish(torchrun(run, shakespeare_dir))
+    return run
+
+
+def test_killed_run_resumes_bit_identically(straight_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = torchrun(run, shakespeare_dir)
+    wait_for_step(run, 12, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job at once, as a node failure would
+    proc.wait()
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    assert saved == ["step_00000010"], saved  # killed between the checkpoints at 10 and 20
+
+    finish(torchrun(run, shakespeare_dir))
+
+    straight = train_losses(straight_run)
+    assert sorted(straight) == list(range(1, 21))
+    resumed = train_losses(run, restart=1)
+    assert sorted(resumed) == list(range(11, 21))  # picked up right after the checkpoint
+    for step in range(11, 21):
+        assert resumed[step] == straight[step], f"step {step}: {resumed[step]!r} != {straight[step]!r}"
+    a, b = final_weights(straight_run), final_weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    rows = read_metrics(run / "metrics.jsonl")
+    starts = [r for r in rows if r["kind"] == "start"]
+    assert [(s["restart"], s["step"]) for s in starts] == [(0, 0), (1, 10)]
+    assert starts[1]["checkpoint"].endswith("step_00000010")
+    assert set(train_losses(run)) == set(range(1, 21))  # every step is in the log
+    assert rows[-1]["kind"] == "stop" and rows[-1]["reason"] == "finished" and rows[-1]["restart"] == 1
+
+
+def test_resume_refuses_a_changed_model(straight_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.train", str(straight_run), "--model.n_layer", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "model.n_layer: 2 -> 3" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_finished_run_restarts_as_a_no_op(straight_run: Path, shakespeare_dir: Path) -> None:
+    before = (straight_run / "metrics.jsonl").read_bytes()
+    finish(torchrun(straight_run, shakespeare_dir))
+    assert "already finished" in straight_run.with_suffix(".log").read_text()
+    assert (straight_run / "metrics.jsonl").read_bytes() == before
