@@ -62,6 +62,10 @@ def setup(device: str = "auto", backend: str = "auto", timeout_min: float = 10.0
         torch.cuda.set_device(dev)
     else:
         dev = torch.device(device)
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", 0))
+        if cpus and "OMP_NUM_THREADS" not in os.environ:
+            # Slurm gives the node task these cores; without cgroups torch would use every core on the host.
+            torch.set_num_threads(max(1, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     if world_size == 1 and "RANK" not in os.environ:
         return DistEnv(0, 0, 1, dev, None)
     if backend == "auto":
@@ -94,6 +98,15 @@ def any_ranks(flags: list[bool], env: DistEnv) -> list[bool]:
     t = torch.tensor([int(f) for f in flags], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=env.cpu_group)
     return [bool(v) for v in t.tolist()]
+
+
+def gather(obj: T, env: DistEnv) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank."""
+    if not env.distributed:
+        return [obj]
+    out: list = [None] * env.world_size
+    dist.all_gather_object(out, obj, group=env.cpu_group)
+    return out
 
 
 def on_main(fn: Callable[[], T], env: DistEnv) -> T:

@@ -16,6 +16,7 @@ import resource
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -79,6 +80,7 @@ class Trainer:
         self.train_module = self.ddp or self.model
         if tc.compile:
             self.train_module = torch.compile(self.train_module)
+        self.hosts = distributed.gather(socket.gethostname(), env)
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         self.peak_flops = _peak_flops(tc.peak_tflops, self.device)
         self.first_bad_step = torch.full((), -1, device=self.device)  # first step with a non-finite norm
@@ -143,7 +145,7 @@ class Trainer:
         self.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
         device = _device_name(self.device)
         self.log.write("start", step=self.step, world_size=self.env.world_size, device=device,
-                       host=socket.gethostname(), job_id=os.environ.get("SLURM_JOB_ID"),
+                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"),
                        checkpoint=str(self.resumed_from) if self.resumed_from else None,
                        spec_changes=config.describe(self.spec_changes) or None)
         what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
@@ -310,6 +312,16 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
         self.print("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
+    def record_error(self, e: BaseException) -> None:
+        """Every failing rank leaves its error in errors.jsonl, where harness.status shows it."""
+        entry = {"time": round(time.time(), 3), "rank": self.env.rank, "host": socket.gethostname(),
+                 "step": self.step, "error": f"{type(e).__name__}: {e}",
+                 "traceback": traceback.format_exc(limit=-8)}
+        with open(self.run_dir / "errors.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        if self.log and not isinstance(e, NonFiniteError):  # that one wrote its own stop row
+            self._stop("failed", error=entry["error"])
+
     def close(self) -> None:
         if self.log:
             self.log.close()
@@ -348,7 +360,11 @@ def main(argv: list[str] | None = None) -> str:
     except SpecError as e:
         sys.exit(f"error: {e}")
     # An exception below propagates without teardown: waiting in a barrier for a failed rank would hang.
-    outcome = trainer.run()
+    try:
+        outcome = trainer.run()
+    except BaseException as e:
+        trainer.record_error(e)
+        raise
     trainer.close()
     del trainer
     distributed.teardown(env)

@@ -1,3 +1,7 @@
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from harness.prepare import prepare
@@ -18,3 +22,26 @@ def shakespeare_dir(tmp_path_factory):
 def play_texts():
     """The 38 plays as plain text, in the order the Shakespeare source yields them."""
     return list(shakespeare().documents(0))
+
+
+# slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Path:
+    """A real Slurm cluster on this machine (slurmctld + 2 slurmd nodes, munge), started by the
+    project's own script and torn down at the end. Partitions: debug (default, preemptable),
+    high (preempts debug), long. Sets SLURM_CONF for the tests and the jobs they submit."""
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root")
+    env = dict(os.environ, LOCAL_SLURM_NODES="2", LOCAL_SLURM_CPUS_PER_NODE="2", LOCAL_SLURM_CRED_EXPIRE="5")
+    subprocess.run(["bash", str(REPO / "scripts/local_slurm/start.sh"), str(SLURM_STATE)], env=env, check=True,
+                   timeout=600)
+    os.environ["SLURM_CONF"] = str(SLURM_STATE / "etc/slurm.conf")
+    yield SLURM_STATE
+    if os.environ.get("HARNESS_KEEP_SLURM") != "1":
+        subprocess.run(["bash", str(REPO / "scripts/local_slurm/stop.sh"), str(SLURM_STATE), "--purge"],
+                       timeout=300)

@@ -1,0 +1,259 @@
+"""Submit an experiment to Slurm through submitit: one task per node, each running torchrun.
+
+    python -m harness.submit experiments/fineweb_10b.py [--optim.lr 3e-4 ...] [--dry-run | --local]
+    python -m harness.submit log/fineweb_10b --resume          # resubmit a stopped run
+    python -m harness.submit experiments/lr_sweep.py           # a sweep: one job array, a run dir each
+
+Everything that can be checked is checked before anything is queued. On the preemption or
+time-limit signal (USR2, `cluster.signal_lead_s` before the kill) the workers save a checkpoint;
+submitit then requeues the job, and the next start resumes from that checkpoint.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harness import config
+from harness.cluster import ClusterConfig, rendezvous_port, torchrun_command
+from harness.config import Experiment, SpecError
+
+OWN_FLAGS = ("--dry-run", "--local", "--resume", "--allow-changes", "--init-run-dir")
+
+
+class TorchrunJob:
+    """What each node's Slurm task runs: torchrun over the run directory, resumed by the trainer."""
+
+    def __init__(self, run_dir: str, cwd: str, nproc_per_node: int, max_restarts: int, lead_s: int):
+        self.run_dir, self.cwd = run_dir, cwd
+        self.nproc_per_node, self.max_restarts, self.lead_s = nproc_per_node, max_restarts, lead_s
+        self._proc: subprocess.Popen | None = None
+        self._done = threading.Event()
+
+    def __getstate__(self) -> dict:  # pickled by submitit at submission and again on requeue
+        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_done")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _proc=None, _done=threading.Event())
+
+    def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
+        cfg = ClusterConfig(procs_per_node=self.nproc_per_node)
+        return torchrun_command(cfg, nnodes, head, job_id, self.max_restarts, ["harness.train", self.run_dir])
+
+    def __call__(self) -> str:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        # SLURM_JOB_ID is unique per array task (env.job_id reads "123_4" there).
+        cmd = self.command(env.num_nodes, env.hostnames[0], os.environ.get("SLURM_JOB_ID", env.job_id))
+        print(f"[harness] node {env.node}/{env.num_nodes} ({env.hostname}): {shlex.join(cmd)}", flush=True)
+        # torchrun's agent must survive USR2 (its default action is to die) and leave the signal to
+        # the workers, which Slurm signals directly; an ignored signal stays ignored across exec,
+        # and the trainer installs its own handler.
+        self._proc = subprocess.Popen(cmd, cwd=self.cwd,
+                                      preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+        threading.Thread(target=lambda: (self._proc.wait(), self._done.set()), daemon=True).start()
+        while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
+            pass
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
+                               f"the failing rank's error is above and in {self.run_dir}/errors.jsonl")
+        return run_outcome(Path(self.cwd) / self.run_dir)
+
+    def checkpoint(self) -> "object":
+        """Called by submitit on task 0 when USR2 arrives: the workers got the signal too and are
+        saving; wait for them, then let submitit requeue this same job."""
+        import submitit
+
+        if self._proc is not None and not self._done.wait(timeout=max(10, self.lead_s - 15)):
+            print("[harness] workers did not finish saving in time; the last periodic checkpoint will be used",
+                  flush=True)
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def run_outcome(run_dir: Path) -> str:
+    """How the last start of a run ended, from its metrics (finished, preempted, ...)."""
+    from harness.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    stops = [r for r in rows if r["kind"] == "stop"]
+    return stops[-1]["reason"] if stops else "unknown"
+
+
+# ----------------------------------------------------------------------------- checks before queueing
+
+
+def slurm_partitions() -> list[str]:
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SpecError(f"sinfo failed: {out.stderr.strip()}")
+    return [p.strip().rstrip("*") for p in out.stdout.split()]
+
+
+def check_cluster(specs: list[Experiment]) -> None:
+    if shutil.which("sbatch") is None:
+        raise SpecError("sbatch not found: this is not a Slurm login node (use --local to run here)")
+    known = slurm_partitions()
+    for spec in specs:
+        if spec.cluster.partition and spec.cluster.partition not in known:
+            raise SpecError(f"cluster.partition: {spec.cluster.partition!r} is not a partition of this cluster "
+                            f"(sinfo lists {', '.join(known)})")
+
+
+def queued_job(run_dir: Path) -> str | None:
+    """The id of a job of this run that is still pending or running, if any."""
+    jobs = run_dir / "jobs.jsonl"
+    if not jobs.exists() or shutil.which("squeue") is None:
+        return None
+    last = json.loads(jobs.read_text().strip().splitlines()[-1])["job_id"]
+    out = subprocess.run(["squeue", "-h", "-j", str(last), "-o", "%T"], capture_output=True, text=True)
+    return last if out.returncode == 0 and out.stdout.strip() else None
+
+
+def record_job(run_dir: Path, **fields: object) -> None:
+    with open(run_dir / "jobs.jsonl", "a") as f:
+        f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
+
+
+# ----------------------------------------------------------------------------- submitting
+
+
+def make_executor(spec: Experiment, folder: Path) -> "object":
+    import submitit
+
+    c = spec.cluster
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=c.max_timeouts)
+    params = dict(
+        job_name=spec.name,  # what squeue shows
+        nodes=c.nodes,
+        ntasks_per_node=1,  # one torchrun per node; it starts one worker per GPU
+        time=c.time_min,
+        signal_delay_s=c.signal_lead_s,
+        # One failed node task ends the step at once instead of leaving the others in a collective.
+        srun_args=["--kill-on-bad-exit=1"],
+        additional_parameters={"requeue": True, **dict(kv.split("=", 1) if "=" in kv else (kv, True)
+                                                          for kv in c.sbatch_extra)},
+        stderr_to_stdout=True,
+    )
+    optional = dict(gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_task,
+                    mem=f"{c.mem_gb}GB" if c.mem_gb else None, partition=c.partition, account=c.account,
+                    qos=c.qos, constraint=c.constraint, exclusive=c.exclusive)
+    params |= {k: v for k, v in optional.items() if v}
+    executor.update_parameters(**params)
+    return executor
+
+
+def make_job(spec: Experiment) -> TorchrunJob:
+    return TorchrunJob(spec.run_dir, os.getcwd(), spec.cluster.nproc_per_node, spec.train.max_restarts,
+                       spec.cluster.signal_lead_s)
+
+
+def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
+    """Create or check each run directory, then submit one job (or one array for a sweep)."""
+    for spec in specs:
+        run_dir = Path(spec.run_dir)
+        if (job := queued_job(run_dir)) is not None:
+            raise SpecError(f"{run_dir} already has job {job} in the queue (scancel it first)")
+        changes = config.init_run_dir(spec, allow="compatible" if allow_changes else "none")
+        if (run_dir / "checkpoints").exists():
+            print(f"{run_dir}: continuing the existing run from its checkpoints"
+                  + (f" (changed: {config.describe(changes)})" if changes else ""))
+    folder = Path(specs[0].run_dir) / "slurm" if len(specs) == 1 else Path(specs[0].run_dir).parent / "slurm"
+    executor = make_executor(specs[0], folder)
+    if len(specs) == 1:
+        jobs = [executor.submit(make_job(specs[0]))]
+    else:
+        with executor.batch():  # one job array: a task per spec
+            jobs = [executor.submit(make_job(s)) for s in specs]
+    ids = []
+    for spec, job in zip(specs, jobs, strict=True):
+        log = str(job.paths.stdout).replace("%t", "0")
+        record_job(Path(spec.run_dir), job_id=job.job_id, via="submitit", log=log, nodes=spec.cluster.nodes,
+                   gpus_per_node=spec.cluster.gpus_per_node)
+        ids.append(job.job_id)
+        print(f"submitted {spec.name}: job {job.job_id}\n"
+              f"  run dir : {spec.run_dir}\n  log     : {log}\n"
+              f"  watch   : squeue -j {job.job_id.split('_')[0]}    python -m harness.status {spec.run_dir}\n"
+              f"  tail    : tail -f {log}")
+    return ids
+
+
+def dry_run(specs: list[Experiment]) -> None:
+    for spec in specs:
+        executor = make_executor(spec, Path(spec.run_dir) / "slurm")
+        inner = executor._executor if hasattr(executor, "_executor") else executor
+        # submitit's own rendering of the script it would pass to sbatch
+        script = inner._make_submission_file_text(inner._submitit_command_str, "dry-run")
+        print(f"# ---- {spec.name}: sbatch script\n{script}")
+        cmd = make_job(spec).command(spec.cluster.nodes, "<first node>", "<job id>")
+        cmd[cmd.index(next(a for a in cmd if a.startswith("--rdzv-endpoint")))] = \
+            f"--rdzv-endpoint=<first node>:<20000 + crc32(job id) % 20000, e.g. {rendezvous_port('1234')}>"
+        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs:\n{shlex.join(cmd)}\n")
+
+
+def init_from_batch_script(specs: list[Experiment]) -> None:
+    """For sbatch/train.sh: check and create the run directory, record the job, print the path."""
+    if len(specs) != 1:
+        raise SpecError(f"sbatch/train.sh runs one spec; the file defines {len(specs)}: add --sweep-index N")
+    spec = specs[0]
+    config.init_run_dir(spec, allow="compatible")
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        info = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+        log = next((f.split("=", 1)[1] for f in info.split() if f.startswith("StdOut=")), None)
+        record_job(Path(spec.run_dir), job_id=job_id, via="sbatch", log=log, nodes=spec.cluster.nodes,
+                   gpus_per_node=int(os.environ.get("SLURM_GPUS_ON_NODE", 0)))
+        # squeue then shows the experiment's name, as for harness.submit
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
+    print(spec.run_dir)
+
+
+def run_local(spec: Experiment) -> int:
+    """The same job on this machine, without Slurm: one node, torchrun in the foreground."""
+    config.init_run_dir(spec, allow="compatible")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={spec.cluster.nproc_per_node}", f"--max-restarts={spec.train.max_restarts}",
+           "-m", "harness.train", spec.run_dir]
+    print(shlex.join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {f for f in OWN_FLAGS if f in argv}
+    rest = [a for a in argv if a not in OWN_FLAGS]
+    if "--resume" in flags and not (rest and Path(rest[0]).is_dir()):
+        sys.exit("error: --resume takes a run directory: python -m harness.submit RUN_DIR --resume")
+    try:
+        specs = config.parse_cli(rest, "python -m harness.submit", multiple=True)
+        local = "--local" in flags
+        if local and len(specs) > 1:
+            raise SpecError("--local runs one spec; pick one with --sweep-index N")
+        if local:  # one node: this machine
+            specs = [dataclasses.replace(specs[0], cluster=dataclasses.replace(specs[0].cluster, nodes=1))]
+        for spec in specs:
+            config.validate(spec, spec.cluster.world_size)
+        run_dirs = [Path(s.run_dir).resolve() for s in specs]
+        if len(set(run_dirs)) < len(run_dirs):
+            raise SpecError("run_dir: the runs of a sweep need distinct run directories (do not override run_dir)")
+        if local:
+            sys.exit(run_local(specs[0]))
+        if "--dry-run" in flags:
+            return dry_run(specs)
+        if "--init-run-dir" in flags:
+            return init_from_batch_script(specs)
+        check_cluster(specs)
+        submit(specs, allow_changes=bool(flags & {"--allow-changes", "--resume"}))
+    except SpecError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+#!/bin/bash
+# sbatch sbatch/train.sh EXPERIMENT.py [--field value ...]
+#
+# The plain-Slurm path, for reading and editing by hand; it behaves like `python -m harness.submit`.
+# Run from the repository root with the environment active (the job inherits both). Override any
+# default below on the command line: sbatch -N 4 -p big --time=48:00:00 sbatch/train.sh ...
+# On CPU nodes, set the processes per node: NPROC_PER_NODE=2 sbatch --gpus-per-node=0 sbatch/train.sh ...
+#
+#SBATCH --job-name=harness           # renamed to the experiment's name once the job starts
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1          # one torchrun per node; it starts one worker per GPU
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=64
+#SBATCH --time=24:00:00
+#SBATCH --requeue                    # the job may go back into the queue (preemption, time limit)
+#SBATCH --signal=B:USR2@120          # USR2 to this script 120 s before the kill: a step plus a save
+#SBATCH --open-mode=append           # a requeued job appends to its log
+#SBATCH --output=log/slurm-%j.out      # by job id only: the job is renamed once it starts
+
+set -uo pipefail
+[ $# -ge 1 ] || { echo "usage: sbatch sbatch/train.sh EXPERIMENT.py [--field value ...]" >&2; exit 2; }
+NPROC_PER_NODE=${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
+
+# Validate the spec for this allocation, create or check the run directory, record this job in it.
+RUN_DIR=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
+          --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
+HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+PORT=$(python -c "from harness.cluster import rendezvous_port; print(rendezvous_port('$SLURM_JOB_ID'))")
+
+# The signal reaches only this shell: pass it on to every process of the job step (the workers
+# save a checkpoint and exit), and remember to requeue. torchrun's agent must not die of USR2, so
+# each node task ignores it before exec'ing torchrun; the trainer installs its own handler.
+preempted=0
+trap 'preempted=1; echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
+
+# bash runs a trap only between commands: run srun in the background and wait for it.
+srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec python -m torch.distributed.run \
+  --nnodes=$SLURM_JOB_NUM_NODES --nproc-per-node=$NPROC_PER_NODE \
+  --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:$PORT --rdzv-id=$SLURM_JOB_ID \
+  --max-restarts=3 -m harness.train '$RUN_DIR'" &
+srun_pid=$!
+while :; do
+  wait "$srun_pid"; status=$?
+  kill -0 "$srun_pid" 2>/dev/null || break  # `wait` also returns when a trapped signal arrives
+done
+
+outcome=$(python -c "from harness.submit import run_outcome; print(run_outcome(__import__('pathlib').Path('$RUN_DIR')))")
+echo "training step ended: exit $status, run $outcome"
+if [ "$preempted" = 1 ] && [ "$outcome" != finished ]; then
+  scontrol requeue "$SLURM_JOB_ID" && echo "requeued job $SLURM_JOB_ID"
+  exit 0
+fi
+exit "$status"

@@ -1,0 +1,223 @@
+"""Submission, preemption and requeue on a real Slurm cluster (2 nodes on this machine, CPU, gloo).
+
+A run interrupted by preemption and by `scontrol requeue` must finish with exactly the losses of an
+uninterrupted run: same world size (2 ranks, one per node), same threads, bit for bit.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 30
+
+
+def tiny(steps: int = STEPS) -> list[str]:
+    return [
+        "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
+        "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", "1024",
+        "--train.stop_check_every", "1", "--schedule.steps", str(steps), "--schedule.warmup", "3",
+        "--checkpoint.every", "10", "--eval.val_every", "0", "--eval.sample_every", "0", "--log.wandb", "disabled",
+    ]
+
+
+TINY = tiny()
+# Two nodes, one CPU process each; the nodes have 2 CPUs, so a job that wants both preempts us.
+CLUSTER = ["--cluster.nodes", "2", "--cluster.procs_per_node", "1", "--cluster.gpus_per_node", "0",
+           "--cluster.cpus_per_task", "1", "--cluster.time_min", "60", "--cluster.signal_lead_s", "60"]
+
+pytestmark = pytest.mark.usefixtures("slurm_cluster")
+
+
+def run(*cmd: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, **kw)
+    if check:
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def harness_submit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "harness.submit", *args, check=check)
+
+
+def queued(job: str) -> bool:
+    return bool(run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip())
+
+
+def rows(run_dir: Path, kind: str | None = None) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    found = read_metrics(path) if path.exists() else []
+    return [r for r in found if kind is None or r["kind"] == kind]
+
+
+def wait_until(what: str, cond, timeout: float = 240, logs: Path | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.25)
+    tail = ""
+    if logs is not None:
+        tail = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(logs.rglob("*.out")))
+    raise TimeoutError(f"timed out waiting for {what}\n{tail}")
+
+
+def last_step(run_dir: Path) -> int:
+    return max((r["step"] for r in rows(run_dir, "train")), default=0)
+
+
+def final_losses(run_dir: Path) -> dict[int, float]:
+    """Each step's loss from the latest restart that ran it (a resumed run repeats a few steps)."""
+    out = {}
+    for r in rows(run_dir, "train"):
+        out[r["step"]] = r["loss"]
+    return out
+
+
+def preempt_with_high_priority_job() -> None:
+    """A job in the `high` partition needing every CPU of both nodes: Slurm preempts ours."""
+    run("sbatch", "-p", "high", "-N", "2", "--ntasks-per-node=1", "--cpus-per-task=2", "-o", "/dev/null",
+        "--wrap", "sleep 1")
+
+
+def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) -> None:
+    all_rows = rows(run_dir)
+    starts = [r for r in all_rows if r["kind"] == "start"]
+    stops = [r for r in all_rows if r["kind"] == "stop"]
+    assert [s["reason"] for s in stops] == ["preempted"] * stops_expected + ["finished"], stops
+    for stop, start in zip(stops, starts[1:], strict=False):
+        # the restart picked up exactly where the save on the signal left off
+        assert start["step"] == stop["step"] and start["checkpoint"].endswith(f"step_{stop['step']:08d}")
+    assert all(s["hosts"] == ["n1", "n2"] for s in starts), [s["hosts"] for s in starts]
+
+
+@pytest.fixture(scope="module")
+def reference(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
+    """The uninterrupted run: 2 ranks of 1 thread each, as in the Slurm jobs."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.train",
+        "experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *TINY)
+    losses = final_losses(run_dir)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    return losses
+
+
+def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespeare_dir: Path,
+                                                      tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    out = harness_submit("experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir",
+                         str(shakespeare_dir), *TINY, *CLUSTER).stdout
+    job = re.search(r"job (\d+)", out).group(1)
+    slurm_logs = run_dir / "slurm"
+    wait_until("step 5", lambda: last_step(run_dir) >= 5, logs=slurm_logs)
+
+    status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
+    assert status["job"] == job and status["state"] == "RUNNING" and status["step"] >= 5
+
+    preempt_with_high_priority_job()
+    wait_until("the resume after preemption", lambda: len(rows(run_dir, "start")) >= 2, logs=slurm_logs)
+    resumed_at = rows(run_dir, "start")[1]["step"]
+    wait_until("a few steps after the resume", lambda: last_step(run_dir) >= resumed_at + 4, logs=slurm_logs)
+    run("scontrol", "requeue", job)  # SIGTERM to every process, then back into the queue
+    wait_until("the run to finish", lambda: not queued(job) and any(
+        r["reason"] == "finished" for r in rows(run_dir, "stop")), timeout=300, logs=slurm_logs)
+
+    assert_resumed_from_saved_checkpoints(run_dir, stops_expected=2)
+    assert final_losses(run_dir) == reference  # every step, bit for bit
+    logs = sorted(p.name for p in slurm_logs.glob("*_log.out"))
+    assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one srun task per node
+    status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
+    assert status["state"] == "FINISHED" and status["step"] == STEPS and status["restarts"] == 2
+
+
+def test_sbatch_script_survives_preemption(reference: dict, shakespeare_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    log = tmp_path / "slurm-%j.out"
+    out = run("sbatch", "-N", "2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=60", "-o", str(log),
+              "sbatch/train.sh", "experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir",
+              str(shakespeare_dir), *TINY, env=dict(os.environ, NPROC_PER_NODE="1")).stdout
+    job = re.search(r"job (\d+)", out).group(1)
+    wait_until("step 5", lambda: last_step(run_dir) >= 5, logs=tmp_path)
+    preempt_with_high_priority_job()
+    wait_until("the run to finish", lambda: not queued(job) and any(
+        r["reason"] == "finished" for r in rows(run_dir, "stop")), timeout=300, logs=tmp_path)
+
+    assert_resumed_from_saved_checkpoints(run_dir, stops_expected=1)
+    assert final_losses(run_dir) == reference
+    text = Path(str(log).replace("%j", job)).read_text()
+    assert "requeued job" in text or "DUE TO PREEMPTION" in text
+    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert {j["job_id"] for j in jobs} == {job} and len(jobs) == 2 and jobs[0]["via"] == "sbatch"
+    name = run("squeue", "-h", "-j", job, "-o", "%j", check=False).stdout.strip()
+    assert name in ("", "shakespeare")
+
+
+def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.py"
+    sweep.write_text(textwrap.dedent(f"""
+        import dataclasses, runpy
+        base = runpy.run_path({str(REPO / "experiments/shakespeare.py")!r})["spec"]
+        sweep = [dataclasses.replace(base, name=f"sweep-lr{{lr:g}}", run_dir=f"{tmp_path}/sweep-lr{{lr:g}}",
+                                     optim=dataclasses.replace(base.optim, lr=lr)) for lr in (1e-3, 3e-3)]
+    """))
+    one_node = ["--cluster.nodes", "1", *CLUSTER[2:]]  # both array tasks fit on the cluster at once
+    out = harness_submit(str(sweep), "--data.dir", str(shakespeare_dir), *tiny(4), *one_node).stdout
+    ids = re.findall(r"job (\d+_\d+)", out)
+    assert len(ids) == 2 and ids[0].split("_")[0] == ids[1].split("_")[0]  # one array
+    runs = [tmp_path / "sweep-lr0.001", tmp_path / "sweep-lr0.003"]
+    wait_until("both runs to finish", lambda: all(
+        any(r["reason"] == "finished" for r in rows(d, "stop")) for d in runs), logs=tmp_path)
+    for d, lr in zip(runs, (1e-3, 3e-3), strict=True):
+        assert json.loads((d / "config.json").read_text())["optim"]["lr"] == lr
+        assert last_step(d) == 4
+    assert final_losses(runs[0]) != final_losses(runs[1])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cluster.partition", "nope"], "cluster.partition: 'nope' is not a partition"),
+    (["--data.dir", "/nonexistent/data"], "data.dir"),
+    (["--train.batch_tokens", "1000"], "train.batch_tokens: 1,000 is not divisible"),
+    (["--schedule.warmup", "100"], "schedule.warmup"),
+])
+def test_bad_submissions_fail_before_queueing(args: list[str], message: str, shakespeare_dir: Path,
+                                              tmp_path: Path) -> None:
+    before = set(run("squeue", "-h", "-o", "%A").stdout.split())
+    proc = harness_submit("experiments/shakespeare.py", "--run_dir", str(tmp_path / "run"), "--data.dir",
+                          str(shakespeare_dir), *TINY, *CLUSTER, *args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert set(run("squeue", "-h", "-o", "%A").stdout.split()) <= before  # no new job
+    assert not (tmp_path / "run").exists()  # nothing created either
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("spec = Experiment(\n", "syntax error"),
+    ("x = 1\n", "defines neither"),
+    ("raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
+])
+def test_bad_experiment_files_are_refused(source: str, message: str, tmp_path: Path) -> None:
+    exp = tmp_path / "bad.py"
+    exp.write_text("from harness.config import Experiment\n" + source)
+    proc = harness_submit(str(exp), check=False)
+    assert proc.returncode != 0 and str(exp) in proc.stderr and message in proc.stderr, proc.stderr
+
+
+def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path: Path) -> None:
+    args = ["experiments/shakespeare.py", "--run_dir", str(tmp_path / "run"), "--data.dir", str(shakespeare_dir),
+            *TINY, *CLUSTER]
+    run(sys.executable, "-m", "harness.submit", *args, "--dry-run")  # prints, creates nothing
+    assert not (tmp_path / "run").exists()
+    from harness import config
+
+    (spec,) = config.parse_cli(args, "test")
+    config.init_run_dir(spec)
+    proc = harness_submit(*args, "--optim.lr", "1e-3", check=False)
+    assert proc.returncode != 0 and "optim.lr: 0.003 -> 0.001" in proc.stderr, proc.stderr
