@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +152,9 @@ class Checkpointer:
             if self.env.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
             mine = f": {errors[0]!r}" if errors else " on another rank"
-            raise CheckpointError(f"saving checkpoint step {step} to {tmp} failed{mine}; "
-                                  f"older checkpoints in {self.root} are untouched")
+            free = shutil.disk_usage(self.root).free / 1e9  # torch.save reports a full disk only obliquely
+            raise CheckpointError(f"saving checkpoint step {step} to {tmp} failed{mine} ({free:.2f} GB free on "
+                                  f"that filesystem); older checkpoints in {self.root} are untouched")
         final = step_dir(self.root, step)
         if self.env.is_main:
             meta["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
@@ -180,13 +182,22 @@ class Checkpointer:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _to_cpu(obj: object) -> object:
+def _to_cpu(obj: object, copies: dict | None = None) -> object:
+    copies = {} if copies is None else copies
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        # Entries that view the same memory (the tied embedding) share one copy of it, so the file
+        # stores it once, as torch.save does for the live tensors.
+        key = (obj.device, obj.data_ptr(), obj.dtype, obj.shape, obj.stride())
+        if key not in copies:
+            copies[key] = obj.detach().to("cpu", copy=True)
+        return copies[key].detach()  # a tensor object of its own over the shared copy
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        out = type(obj)((k, _to_cpu(v, copies)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's module versions, which load_state_dict reads
+            out._metadata = obj._metadata
+        return out
     if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(_to_cpu(v, copies) for v in obj)
     return obj
 
 
@@ -231,14 +242,23 @@ def load(path: Path, rank: int, world_size: int, reshard: bool = False) -> dict:
     mine = path / rank_file(rank if meta["world_size"] == world_size else 0)
     if not mine.exists():
         raise CheckpointError(f"{mine}: missing rank state")
+    return {"meta": meta, "model": _load_file(path / "model.pt"), "optim": _load_file(path / "optim.pt"),
+            "rank": _load_file(mine)}
+
+
+def _load_file(path: Path) -> object:
+    """torch.load, after checking the CRC32 that torch.save stores for every record of its zip archive:
+    torch.load does not check them, and returns a tensor with corrupted bytes as if it were sound."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: record {bad} fails its CRC32 check (corrupted)")
     try:
         # weights_only: a checkpoint is data, and must not be able to run code when loaded.
-        return {
-            "meta": meta,
-            "model": torch.load(path / "model.pt", map_location="cpu", weights_only=True),
-            "optim": torch.load(path / "optim.pt", map_location="cpu", weights_only=True),
-            "rank": torch.load(mine, map_location="cpu", weights_only=True),
-        }
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
@@ -256,35 +276,26 @@ def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["torch.nn.Module", dict]:
-    """A model to evaluate or sample from: a run directory (its newest valid checkpoint), a checkpoint
-    directory, or a HuggingFace GPT-2 directory. Returns the model and where it came from."""
+    """A model to evaluate or sample from: a run directory (its newest checkpoint that loads), a
+    checkpoint directory, or a HuggingFace GPT-2 directory. Returns the model and where it came from."""
     from harness.model import GPT, ModelConfig, load_hf_gpt2
 
     path = Path(path)
-    if (path / "config.json").exists() and not (path / "checkpoints").exists():
-        model = load_hf_gpt2(path)
-        info = {"source": "huggingface", "path": str(path), "step": None}
-    else:
-        if (path / "checkpoints").is_dir():
-            found = [p for p in reversed(list_checkpoints(path / "checkpoints")) if _loadable(p)]
-            if not found:
-                raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'}")
-            path = found[0]
-        meta = read_meta(path)
+    if (path / "config.json").exists() and "model_type" in json.loads((path / "config.json").read_text()):
+        model = load_hf_gpt2(path)  # a harness run's config.json has no model_type
+        return model.to(device).eval(), {"source": "huggingface", "path": str(path), "step": None}
+    run_dir = not (path / "meta.json").exists()
+    candidates = list(reversed(list_checkpoints(path / "checkpoints"))) if run_dir else [path]  # newest first
+    for ckpt in candidates:
         try:
-            state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError) as e:
-            raise CheckpointError(f"{path}/model.pt: unreadable ({e})") from None
+            meta, state = read_meta(ckpt), _load_file(ckpt / "model.pt")
+        except CheckpointError as e:
+            if not run_dir:
+                raise
+            print(f"WARNING: skipping checkpoint {ckpt}: {e}", file=sys.stderr)
+            continue
         model = GPT(ModelConfig(**meta["spec"]["model"]))
         model.load_state_dict(state)
-        info = {"source": "checkpoint", "path": str(path), "step": meta["step"], "name": meta["spec"]["name"]}
-    return model.to(device).eval(), info
-
-
-def _loadable(path: Path) -> bool:
-    try:
-        read_meta(path)
-        return True
-    except CheckpointError as e:
-        print(f"WARNING: skipping checkpoint {path}: {e}", file=sys.stderr)
-        return False
+        info = {"source": "checkpoint", "path": str(ckpt), "step": meta["step"], "name": meta["spec"]["name"]}
+        return model.to(device).eval(), info
+    raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'} (nor a HuggingFace GPT-2 dir)")

@@ -327,7 +327,8 @@ def _matches(value: object, hint: object) -> bool:
 
 
 def _type_name(hint: object) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    # Only plain classes: tuple[float, float] and Literal[...] have the bare "tuple"/"Literal" as __name__.
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 # ----------------------------------------------------------------------------- comparing specs

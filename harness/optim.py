@@ -17,7 +17,7 @@ class OptimConfig:
     lr: float = 6e-4  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
     eps: float = 1e-8  # AdamW epsilon
-    weight_decay: float = 0.1  # applied to matrices only, never to biases, norms or the position table
+    weight_decay: float = 0.1  # applied to matrices and embedding tables (dim >= 2), never to biases or norms
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
     fused: bool | None = None  # fused AdamW kernel (None: wherever the device supports it)
     zero1: bool = False  # shard optimizer state across data-parallel ranks (ZeRO stage 1)
@@ -29,7 +29,7 @@ class ScheduleConfig:
 
     steps: int = 19073  # optimizer steps in the whole run
     warmup: int = 715  # steps of linear warmup from lr/warmup to lr
-    min_lr: float = 6e-5  # learning rate at the end of the decay (GPT-3: 10% of the peak)
+    min_lr: float = 6e-5  # learning rate at the end of the decay (GPT-3: a tenth of the peak)
     decay: Literal["cosine", "linear", "constant"] = "cosine"  # shape of the decay after warmup
 
 

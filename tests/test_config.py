@@ -1,0 +1,307 @@
+"""harness.config: validation that names the field, experiment files, CLI overrides, and the run directory."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import config
+from harness.config import Experiment, SpecError
+
+REPO = Path(__file__).resolve().parents[1]
+SHAKESPEARE = REPO / "experiments/shakespeare.py"
+
+
+@pytest.fixture
+def spec() -> Experiment:
+    """The Shakespeare spec: 16 x 128 tokens per pass, 4,096 per step, 32,768 val tokens, 30 min jobs."""
+    return config.load_experiment_file(SHAKESPEARE)[0]
+
+
+def change(exp: Experiment, **fields: object) -> Experiment:
+    """`exp` with nested fields replaced: change(exp, **{"optim.lr": 0.0})."""
+    for path, value in fields.items():
+        *parents, last = path.split(".")
+        chain = [exp]
+        for name in parents:
+            chain.append(getattr(chain[-1], name))
+        new = dataclasses.replace(chain[-1], **{last: value})
+        for parent, name in zip(reversed(chain[:-1]), reversed(parents), strict=True):
+            new = dataclasses.replace(parent, **{name: new})
+        exp = new
+    return exp
+
+
+def errors(exp: Experiment, world_size: int = 1, **kwargs: object) -> list[str]:
+    """The lines of the SpecError that validate raises (one error per line)."""
+    with pytest.raises(SpecError) as e:
+        config.validate(exp, world_size, **kwargs)
+    return str(e.value).splitlines()
+
+
+def test_the_shakespeare_spec_is_valid(spec: Experiment) -> None:
+    config.validate(spec, 1, check_data=False)
+    config.validate(spec, 2, check_data=False)  # 1 pass each on 2 ranks
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"optim.lr": 0.0, "schedule.min_lr": 0.0}, "optim.lr"),
+    ({"schedule.warmup": 160}, "schedule.warmup"),  # == steps
+    ({"schedule.min_lr": 4e-3}, "schedule.min_lr"),  # > lr 3e-3
+    ({"train.seq_len": 256}, "train.seq_len"),  # block_size is 128; 16 x 256 still divides 4,096
+    ({"checkpoint.keep": 1}, "checkpoint.keep"),
+    ({"eval.val_every": -1}, "eval.val_every"),
+    ({"eval.sample_every": -40}, "eval.sample_every"),
+    ({"eval.hellaswag_every": -1}, "eval.hellaswag_every"),
+    ({"eval.val_tokens": 3000}, "eval.val_tokens"),  # not a multiple of 2,048
+    ({"model.preset": "gpt5"}, "model.preset"),
+    ({"model.n_layer": None}, "model.n_layer"),  # free size (preset None) without a depth
+    ({"model.n_embd": 130}, "model.n_embd"),  # 4 heads
+    ({"name": "my run"}, "name"),
+    ({"name": "../escape"}, "name"),
+    ({"cluster.signal_lead_s": 30 * 60}, "cluster.signal_lead_s"),  # time_min is 30
+])
+def test_an_invalid_field_is_named(spec: Experiment, fields: dict, field: str) -> None:
+    lines = errors(change(spec, **fields), check_data=False)
+    assert len(lines) == 1 and lines[0].startswith(f"{field}: "), lines
+
+
+def test_indivisible_batch_shows_the_arithmetic(spec: Experiment) -> None:
+    (line,) = errors(change(spec, **{"train.batch_tokens": 6144}), world_size=2, check_data=False)
+    assert line.startswith("train.batch_tokens: 6,144 is not divisible"), line
+    assert "micro_batch x seq_len x world_size = 16 x 128 x 2 = 4,096" in line, line
+    fits_3 = change(spec, **{"train.batch_tokens": 6144, "eval.val_tokens": 5 * 6144})  # 16 x 128 x 3 = 6,144
+    config.validate(fits_3, 3, check_data=False)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"optim.lr": "3e-4"}, "optim.lr: expected float, got str '3e-4'"),
+    ({"train.micro_batch": 2.5}, "train.micro_batch: expected int, got float 2.5"),
+    ({"train.seq_len": True}, "train.seq_len: expected int, got bool"),
+    ({"optim.betas": (0.9,)}, "optim.betas: expected tuple[float, float], got tuple (0.9,)"),
+    ({"train.device": "tpu"}, "train.device: expected Literal['auto', 'cpu', 'cuda'], got str 'tpu'"),
+    ({"model.n_layer": "4"}, "model.n_layer: expected int | None, got str '4'"),
+    ({"cluster.sbatch_extra": "reservation=x"}, "cluster.sbatch_extra: expected list[str], got str"),
+])
+def test_a_wrong_type_is_named(spec: Experiment, fields: dict, message: str) -> None:
+    lines = errors(change(spec, **fields), check_data=False)
+    assert lines[0].startswith(message), lines
+
+
+def test_several_errors_are_reported_together(spec: Experiment) -> None:
+    bad = change(spec, **{"name": "a b", "optim.lr": 0.0, "checkpoint.keep": 1, "schedule.warmup": 500,
+                          "train.batch_tokens": 5000})
+    fields = [line.split(":")[0] for line in errors(bad, check_data=False)]
+    assert fields == ["name", "train.batch_tokens", "optim.lr", "schedule.warmup", "schedule.min_lr",
+                      "checkpoint.keep"]
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def test_missing_data_names_the_field_and_the_fix(spec: Experiment, tmp_path: Path) -> None:
+    lines = errors(change(spec, **{"data.dir": str(tmp_path / "nowhere")}))
+    assert lines[0].startswith("data.dir: "), lines
+    assert str(tmp_path / "nowhere") in lines[0]
+    assert "harness.prepare" in "\n".join(lines)
+
+
+def test_prepared_data_passes(spec: Experiment, shakespeare_dir: Path) -> None:
+    config.validate(change(spec, **{"data.dir": str(shakespeare_dir)}), 1)
+    config.validate(change(spec, **{"data.dir": str(shakespeare_dir)}), 2)
+
+
+def test_more_val_tokens_than_the_split_is_refused(spec: Experiment, shakespeare_dir: Path) -> None:
+    val = json.loads((shakespeare_dir / "manifest.json").read_text())["splits"]["val"]["tokens"]
+    too_many = (val // 2048 + 1) * 2048  # a multiple of the 2,048 tokens per pass, just above the split
+    lines = errors(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many}))
+    assert len(lines) == 1 and lines[0].startswith("eval.val_tokens: "), lines
+    assert f"{val:,} val tokens" in lines[0]
+    # ... unless validation is off
+    config.validate(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many,
+                                    "eval.val_every": 0}), 1)
+
+
+# ----------------------------------------------------------------------------- experiment files
+
+HEADER = "from harness.config import Experiment\nfrom harness.optim import OptimConfig\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "bad.py", HEADER + "spec = Experiment(\n    name='x',\n    seed=1 2,\n)\n")
+    with pytest.raises(SpecError, match="syntax error") as e:
+        config.load_experiment_file(path)
+    assert str(e.value).startswith(f"{path}:5:"), str(e.value)
+
+
+def test_a_file_that_raises_names_file_and_exception(tmp_path: Path) -> None:
+    path = write(tmp_path / "raises.py", HEADER + "spec = Experiment(optim=OptimConfig(learning_rate=1e-3))\n")
+    with pytest.raises(SpecError) as e:
+        config.load_experiment_file(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and "TypeError" in message and "learning_rate" in message, message
+
+
+def test_a_file_without_spec_or_sweep_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "empty.py", HEADER + "exp = Experiment()\n")
+    with pytest.raises(SpecError, match="neither `spec = Experiment") as e:
+        config.load_experiment_file(path)
+    assert str(e.value).startswith(f"{path}: ")
+    with pytest.raises(SpecError, match="expected Experiment objects, found dict"):
+        config.load_experiment_file(write(tmp_path / "dict.py", "spec = {'name': 'x'}\n"))
+    with pytest.raises(SpecError, match="not found"):
+        config.load_experiment_file(tmp_path / "missing.py")
+
+
+SWEEP = HEADER + """
+sweep = [Experiment(name=f"lr{lr:g}", optim=OptimConfig(lr=lr)) for lr in (1e-3, 3e-3, 1e-2)]
+"""
+
+
+def test_a_sweep_returns_every_spec(tmp_path: Path) -> None:
+    specs = config.load_experiment_file(write(tmp_path / "sweep.py", SWEEP))
+    assert [(s.name, s.optim.lr) for s in specs] == [("lr0.001", 1e-3), ("lr0.003", 3e-3), ("lr0.01", 1e-2)]
+
+
+def test_a_sweep_with_duplicate_names_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "dup.py", HEADER + "sweep = [Experiment(name='a'), Experiment(name='b'), "
+                                               "Experiment(name='a')]\n")
+    with pytest.raises(SpecError, match="distinct names"):
+        config.load_experiment_file(path)
+    with pytest.raises(SpecError, match="empty"):
+        config.load_experiment_file(write(tmp_path / "none.py", "sweep = []\n"))
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def test_cli_overrides_apply(spec: Experiment) -> None:
+    (exp,) = config.parse_cli([str(SHAKESPEARE), "--optim.lr", "3e-4", "--model.n_layer", "3",
+                               "--optim.betas", "0.8", "0.9", "--train.device", "auto"], "prog")
+    assert exp.optim.lr == 3e-4 and exp.model.n_layer == 3 and exp.optim.betas == (0.8, 0.9)
+    assert exp.train.device == "auto"
+    expected = config.resolve(change(spec, **{"optim.lr": 3e-4, "model.n_layer": 3, "optim.betas": (0.8, 0.9),
+                                              "train.device": "auto"}))
+    assert exp == expected  # nothing else moved
+    assert exp.run_dir == "log/shakespeare"
+
+
+def test_cli_resolves_the_preset() -> None:
+    # An option without a value sets None: the sizes come from the preset again.
+    (exp,) = config.parse_cli([str(SHAKESPEARE), "--model.preset", "gpt2-medium", "--model.n_layer",
+                               "--model.n_head", "--model.n_embd"], "prog")
+    assert (exp.model.n_layer, exp.model.n_head, exp.model.n_embd) == (24, 16, 1024)
+
+
+def test_a_bad_value_exits_2_naming_the_option(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        config.parse_cli([str(SHAKESPEARE), "--optim.lr", "abc"], "prog")
+    assert e.value.code == 2
+    assert "argument --optim.lr: invalid float value: 'abc'" in capsys.readouterr().err
+
+
+def test_an_unknown_field_exits_2_naming_it() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.train", "experiments/shakespeare.py", "--optim.bogus", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "unrecognized arguments: --optim.bogus 1" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_help_lists_the_fields_with_their_docs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.train", "experiments/shakespeare.py", "--help"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = " ".join(proc.stdout.split())  # argparse wraps to the terminal width
+    assert "--optim.lr float peak learning rate (default: 0.003)" in text  # the experiment's value
+    assert "--schedule.warmup int steps of linear warmup from lr/warmup to lr (default: 10)" in text
+    assert "--schedule.min_lr float learning rate at the end of the decay" in text
+    assert "--train.device {auto,cpu,cuda}" in text
+
+
+def test_a_sweep_needs_an_index(tmp_path: Path) -> None:
+    path = write(tmp_path / "sweep.py", SWEEP)
+    with pytest.raises(SpecError, match="sweep of 3 runs; pick one with --sweep-index N"):
+        config.parse_cli([str(path)], "prog")
+    (exp,) = config.parse_cli([str(path), "--sweep-index", "1", "--seed", "7"], "prog")
+    assert (exp.name, exp.optim.lr, exp.seed) == ("lr0.003", 3e-3, 7)
+    with pytest.raises(SpecError, match="--sweep-index 3"):
+        config.parse_cli([str(path), "--sweep-index", "3"], "prog")
+    every = config.parse_cli([str(path), "--seed", "7"], "prog", multiple=True)
+    assert [(s.name, s.seed) for s in every] == [("lr0.001", 7), ("lr0.003", 7), ("lr0.01", 7)]
+
+
+def test_cli_reloads_a_run_directory(spec: Experiment, tmp_path: Path) -> None:
+    saved = config.resolve(change(spec, run_dir=str(tmp_path / "run"), seed=5))
+    config.init_run_dir(saved)
+    assert config.parse_cli([str(tmp_path / "run")], "prog") == [saved]
+    (exp,) = config.parse_cli([str(tmp_path / "run"), "--optim.lr", "1e-3"], "prog")
+    assert exp == change(saved, **{"optim.lr": 1e-3})
+    with pytest.raises(SpecError, match="no config.json"):
+        config.parse_cli([str(tmp_path)], "prog")
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+
+def saved_spec(run_dir: Path) -> Experiment:
+    return config.from_json((run_dir / "config.json").read_text())
+
+
+def test_init_run_dir_writes_and_checks_the_spec(spec: Experiment, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    exp = config.resolve(change(spec, run_dir=str(run)))
+    assert config.init_run_dir(exp) == {}
+    assert saved_spec(run) == exp
+    assert config.init_run_dir(exp) == {}  # the same spec again
+
+    lower = change(exp, **{"optim.lr": 1e-3})
+    assert config.init_run_dir(lower) == {"optim.lr": (3e-3, 1e-3)}
+    assert saved_spec(run) == lower  # the accepted change is recorded
+
+    deeper = change(lower, **{"model.n_layer": 5})
+    with pytest.raises(SpecError, match=r"model\.n_layer: 4 -> 5"):
+        config.init_run_dir(deeper)
+    assert saved_spec(run) == lower  # a refused spec is not written
+
+    with pytest.raises(SpecError, match=r"optim\.lr: 0\.001 -> 0\.0003"):
+        config.init_run_dir(change(lower, **{"optim.lr": 3e-4}), allow="none")
+    assert saved_spec(run) == lower
+
+
+def test_json_round_trip(spec: Experiment) -> None:
+    exp = config.resolve(change(spec, **{"cluster.sbatch_extra": ["reservation=x"], "optim.betas": (0.8, 0.99)}))
+    back = config.from_json(config.to_json(exp))
+    assert back == exp
+    assert isinstance(back.optim.betas, tuple)
+
+
+def test_from_json_names_an_unknown_key(spec: Experiment) -> None:
+    d = json.loads(config.to_json(spec))
+    d["optim"]["bogus"] = 1
+    with pytest.raises(SpecError, match=r"^run/config.json: unknown field optim\.bogus$"):
+        config.from_json(json.dumps(d), "run/config.json")
+    d = json.loads(config.to_json(spec))
+    d["colour"] = "red"
+    with pytest.raises(SpecError, match="unknown field colour"):
+        config.from_json(json.dumps(d))
+
+
+def test_fingerprint_follows_the_resume_breaking_fields(spec: Experiment) -> None:
+    fp = config.fingerprint(spec)
+    assert config.fingerprint(change(spec)) == fp
+    assert config.fingerprint(change(spec, **{"optim.lr": 1e-3})) == fp
+    assert config.fingerprint(change(spec, **{"schedule.steps": 1000})) == fp
+    for fields in ({"model.n_layer": 5}, {"model.n_embd": 64}, {"model.vocab_size": 50257}, {"seed": 1},
+                   {"train.seq_len": 64}, {"data.dir": "elsewhere"}):
+        assert config.fingerprint(change(spec, **fields)) != fp, fields
