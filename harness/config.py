@@ -35,7 +35,7 @@ class TrainConfig:
     """The training loop: batch arithmetic, precision, devices, and what to do when things go wrong."""
 
     batch_tokens: int = 524_288  # tokens per optimizer step over all ranks (2**19, GPT-3's ~0.5M)
-    micro_batch: int = 64  # sequences per rank per forward/backward; gradients accumulate to batch_tokens
+    micro_batch: int | Literal["auto"] = 64  # sequences per rank per pass ("auto": largest that fits the GPU)
     seq_len: int = 1024  # tokens per sequence (T)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # process-group backend (auto: NCCL on GPU, gloo on CPU)
@@ -228,18 +228,22 @@ def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
     except ValueError as e:
         errors.append(str(e))
     t, o, s = exp.train, exp.optim, exp.schedule
-    for name in ("batch_tokens", "micro_batch", "seq_len", "stop_check_every"):
+    for name in ("batch_tokens", "seq_len", "stop_check_every"):
         need(getattr(t, name) > 0, f"train.{name}: must be positive, got {getattr(t, name)}")
+    auto = t.micro_batch == "auto"
+    need(auto or t.micro_batch > 0, f"train.micro_batch: must be positive or 'auto', got {t.micro_batch}")
     need(t.max_restarts >= 0, f"train.max_restarts: must be >= 0, got {t.max_restarts}")
     need(t.collective_timeout_min > 0,
          f"train.collective_timeout_min: must be positive, got {t.collective_timeout_min}")
     need(t.seq_len <= exp.model.block_size,
          f"train.seq_len: {t.seq_len} is longer than model.block_size={exp.model.block_size}")
-    per_pass = t.micro_batch * t.seq_len * world_size
+    # With micro_batch="auto" the size is chosen at start; the arithmetic must hold for one sequence.
+    per_pass = (1 if auto else max(t.micro_batch, 0)) * t.seq_len * world_size
+    what = "seq_len x world_size" if auto else "micro_batch x seq_len x world_size"
+    numbers = f"{t.seq_len} x {world_size}" if auto else f"{t.micro_batch} x {t.seq_len} x {world_size}"
     if per_pass > 0 and t.batch_tokens > 0:
         need(t.batch_tokens % per_pass == 0,
-             f"train.batch_tokens: {t.batch_tokens:,} is not divisible by micro_batch x seq_len x world_size = "
-             f"{t.micro_batch} x {t.seq_len} x {world_size} = {per_pass:,}")
+             f"train.batch_tokens: {t.batch_tokens:,} is not divisible by {what} = {numbers} = {per_pass:,}")
     need(o.lr > 0, f"optim.lr: must be positive, got {o.lr}")
     need(all(0 <= b < 1 for b in o.betas), f"optim.betas: must be in [0, 1), got {o.betas}")
     need(o.eps > 0, f"optim.eps: must be positive, got {o.eps}")
@@ -253,8 +257,7 @@ def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
         need(getattr(e, name) >= 0, f"eval.{name}: must be >= 0, got {getattr(e, name)}")
     if e.val_every and per_pass > 0:
         need(e.val_tokens > 0 and e.val_tokens % per_pass == 0,
-             f"eval.val_tokens: {e.val_tokens:,} must be a positive multiple of micro_batch x seq_len x "
-             f"world_size = {per_pass:,}")
+             f"eval.val_tokens: {e.val_tokens:,} must be a positive multiple of {what} = {per_pass:,}")
     c = exp.checkpoint
     need(c.every >= 0, f"checkpoint.every: must be >= 0, got {c.every}")
     need(c.keep >= 2, f"checkpoint.keep: must be >= 2 (the newest may be unusable), got {c.keep}")

@@ -9,6 +9,7 @@ SIGUSR2/SIGTERM (preemption, time limit, requeue) all ranks agree, save one chec
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import config, distributed
+from harness.auto_batch import choose_micro_batch
 from harness.checkpoint import Checkpointer, list_checkpoints, load_latest, rng_state, set_rng_state
 from harness.config import Experiment, SpecError
 from harness.data import ShardedTokenReader, load_manifest
@@ -43,14 +45,9 @@ class NonFiniteError(RuntimeError):
 
 class Trainer:
     def __init__(self, exp: Experiment, env: distributed.DistEnv, stop: StopRequest):
-        self.exp, self.env, self.stop = exp, env, stop
+        self.env, self.stop, self.device = env, stop, env.device
         config.validate(exp, env.world_size)
-        self.run_dir = Path(exp.run_dir)
-        self.spec_changes = distributed.on_main(lambda: config.init_run_dir(exp), env)
-        tc = exp.train
-        self.device = env.device
-        self.accum = tc.batch_tokens // (tc.micro_batch * tc.seq_len * env.world_size)
-        use_bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and self.device.type == "cuda")
+        use_bf16 = exp.train.dtype == "bfloat16" or (exp.train.dtype == "auto" and self.device.type == "cuda")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
                          else contextlib.nullcontext())
         if self.device.type == "cuda":
@@ -60,6 +57,12 @@ class Trainer:
         # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
         torch.manual_seed(exp.seed)
         self.model = GPT(exp.model).to(self.device)
+        if exp.train.micro_batch == "auto":
+            exp = self._resolve_micro_batch(exp)
+        self.exp, tc = exp, exp.train
+        self.run_dir = Path(exp.run_dir)
+        self.spec_changes = distributed.on_main(lambda: config.init_run_dir(exp), env)
+        self.accum = tc.batch_tokens // (tc.micro_batch * tc.seq_len * env.world_size)
         self.optimizer = build_optimizer(self.model, exp.optim, self.device.type)
         reader_args = dict(batch_size=tc.micro_batch, seq_len=tc.seq_len, rank=env.rank,
                            world_size=env.world_size, device=self.device)
@@ -89,6 +92,26 @@ class Trainer:
     def print(self, msg: str) -> None:
         if self.env.is_main:
             print(msg, flush=True)
+
+    def _resolve_micro_batch(self, exp: Experiment) -> Experiment:
+        """A resumed run reuses the size its config.json recorded; a new run probes the GPU."""
+        chosen = None
+        if (Path(exp.run_dir) / "config.json").exists():
+            stored = config.load_run_spec(exp.run_dir).train.micro_batch
+            if stored != "auto":
+                candidate = dataclasses.replace(exp, train=dataclasses.replace(exp.train, micro_batch=stored))
+                try:
+                    config.validate(candidate, self.env.world_size, check_data=False)
+                    chosen = stored
+                except SpecError:
+                    pass  # the batch or world size changed since: probe again
+        if chosen is None:
+            tc = exp.train
+            chosen = choose_micro_batch(self.model, tc.batch_tokens, exp.eval.val_tokens if exp.eval.val_every
+                                        else tc.batch_tokens, tc.seq_len, self.env, self.autocast)
+        exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, micro_batch=chosen))
+        config.validate(exp, self.env.world_size)
+        return exp
 
     def _restore(self, state: dict) -> None:
         meta = state["meta"]

@@ -1,5 +1,6 @@
 """The trainer end to end: 2 ranks under torchrun, killed and resumed, must match a straight run bit for bit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -108,3 +109,40 @@ def test_finished_run_restarts_as_a_no_op(straight_run: Path, shakespeare_dir: P
     finish(torchrun(straight_run, shakespeare_dir))
     assert "already finished" in straight_run.with_suffix(".log").read_text()
     assert (straight_run / "metrics.jsonl").read_bytes() == before
+
+
+def test_zero1_resumes_exactly(shakespeare_dir: Path, tmp_path: Path) -> None:
+    """ZeRO-1 shards the Adam moments across the 2 ranks; a checkpoint gathers them and a resume
+    re-shards them, and the run continues bit for bit."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    finish(torchrun(straight, shakespeare_dir, "--optim.zero1", "true"))
+    proc = torchrun(killed, shakespeare_dir, "--optim.zero1", "true")
+    wait_for_step(killed, 12, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finish(torchrun(killed, shakespeare_dir, "--optim.zero1", "true"))
+    a, b = train_losses(straight), train_losses(killed, restart=1)
+    assert sorted(b) == list(range(11, 21)) and all(a[s] == b[s] for s in b)
+    wa, wb = final_weights(straight), final_weights(killed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    optim = torch.load(killed / "checkpoints/step_00000020/optim.pt", weights_only=True)
+    n_params = len(wa) - 1  # the tied head and embedding are one parameter
+    assert len(optim["state"]) == n_params  # consolidated: every parameter's moments, not one rank's share
+
+
+def test_auto_micro_batch_falls_back_on_cpu_and_is_kept(shakespeare_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run),
+            "--data.dir", str(shakespeare_dir), *TINY, "--train.micro_batch", "auto", "--schedule.steps", "2",
+            "--schedule.warmup", "1", "--checkpoint.every", "2"]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "micro_batch=auto probes GPU memory; on cpu it falls back to 8" in proc.stderr
+    spec = json.loads((run / "config.json").read_text())
+    assert spec["train"]["micro_batch"] == 8  # the chosen size is part of the run's spec
+    proc = subprocess.run([*args[:3], str(run), "--train.micro_batch", "auto", "--schedule.steps", "3"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "falls back" not in proc.stderr  # the resume reused the stored size instead of choosing again
+    assert "micro_batch" not in proc.stdout.split("spec changed")[-1].split("\n")[0]
+    assert json.loads((run / "config.json").read_text())["train"]["micro_batch"] == 8
