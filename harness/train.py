@@ -26,17 +26,23 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import config, distributed
 from harness.auto_batch import choose_micro_batch
-from harness.checkpoint import Checkpointer, list_checkpoints, load_latest, rng_state, set_rng_state
+from harness.checkpoint import (
+    Checkpointer,
+    CheckpointLayoutError,
+    list_checkpoints,
+    load_latest,
+    rng_state,
+    set_rng_state,
+)
 from harness.config import Experiment, SpecError
-from harness.data import ShardedTokenReader, load_manifest
+from harness.data import DataError, ShardedTokenReader, load_manifest
+from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate_hellaswag
 from harness.eval.val_loss import val_loss
 from harness.generate import sample
 from harness.metrics import MetricsLog, count_starts, read_metrics, start_wandb
-from harness.model import GPT
+from harness.model import GPT, peak_flops
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}  # dense
 
 
 class NonFiniteError(RuntimeError):
@@ -70,6 +76,8 @@ class Trainer:
                                              **reader_args)
         self.val_data = (ShardedTokenReader(exp.data.dir, "val", shuffle=False, **reader_args)
                          if exp.eval.val_every else None)
+        if exp.eval.hellaswag_every:  # missing HellaSwag data fails now, not hours in at the first evaluation
+            cached_examples(exp.eval.hellaswag_data or None, exp.eval.hellaswag_limit, env)
         self.step, self.wandb_id, self.resumed_from = 0, None, None
         found = load_latest(self.run_dir / "checkpoints", env.rank, env.world_size, exp.data.reshard)
         if found:
@@ -85,7 +93,7 @@ class Trainer:
             self.train_module = torch.compile(self.train_module)
         self.hosts = distributed.gather(socket.gethostname(), env)
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
-        self.peak_flops = _peak_flops(tc.peak_tflops, self.device)
+        self.peak_flops = peak_flops(self.device, tc.peak_tflops)
         self.first_bad_step = torch.full((), -1, device=self.device)  # first step with a non-finite norm
         self.last = {}  # the latest logged values, for checkpoints and the summary
 
@@ -251,13 +259,11 @@ class Trainer:
                                val_tokens=ev.val_tokens)
                 self.print(f"step {step:6d} | val loss {loss:.4f}")
         if ev.hellaswag_every and (done or self._due(ev.hellaswag_every)):
-            from harness.eval.hellaswag import evaluate_hellaswag
-
             result = evaluate_hellaswag(self.model, ev.hellaswag_data or None, ev.hellaswag_limit, self.env,
                                         self.autocast)
             self.last.update(hellaswag_acc_norm=result["acc_norm"])
             if self.log:
-                self.log.write("hellaswag", step=step, **result)
+                self.log.write("hellaswag", step=step, tokens=step * self.exp.train.batch_tokens, **result)
                 self.print(f"step {step:6d} | hellaswag acc_norm {result['acc_norm']:.4f} (n={result['n']})")
         if self.env.is_main and ev.sample_every and (done or self._due(ev.sample_every)):
             # Its own generator: sampling must not move the training run's random streams.
@@ -356,17 +362,6 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _peak_flops(tflops: float, device: torch.device) -> float | None:
-    if tflops:
-        return tflops * 1e12
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, value in PEAK_BF16_TFLOPS.items():
-            if key in name:
-                return value * 1e12
-    return None
-
-
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
@@ -380,8 +375,8 @@ def main(argv: list[str] | None = None) -> str:
         (exp,) = config.parse_cli(sys.argv[1:] if argv is None else argv, "python -m harness.train")
         env = distributed.setup(exp.train.device, exp.train.backend, exp.train.collective_timeout_min)
         trainer = Trainer(exp, env, stop)
-    except SpecError as e:
-        sys.exit(f"error: {e}")
+    except (SpecError, DataError, HellaSwagDataError, CheckpointLayoutError) as e:
+        sys.exit(f"error: {e}")  # bad input: a clear message, not a traceback
     # An exception below propagates without teardown: waiting in a barrier for a failed rank would hang.
     try:
         outcome = trainer.run()
