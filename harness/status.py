@@ -50,31 +50,35 @@ def slurm_state(job_id: str) -> str | None:
     return None
 
 
+RUNNING_WINDOW_S = 300  # a run that wrote metrics this recently and never stopped is taken to be running
+
+
+def run_state(rows: list[dict], now: float | None = None) -> str:
+    """From the metrics alone: finished, preempted, failed or failed (non-finite) from the last stop
+    row unless a start came after it; else running (rows in the last 5 minutes), interrupted (ended
+    without a stop row: killed, or its node died), or new."""
+    if not rows:
+        return "new"
+    starts = [r["time"] for r in rows if r["kind"] == "start"]
+    stops = [r for r in rows if r["kind"] == "stop"]
+    if stops and (not starts or max(starts) <= stops[-1]["time"]):
+        return {"finished": "finished", "preempted": "preempted", "nonfinite": "failed (non-finite loss)"}.get(
+            stops[-1]["reason"], "failed")
+    now = time.time() if now is None else now
+    return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
+
+
 def run_status(run_dir: Path) -> dict:
     spec = json.loads((run_dir / "config.json").read_text())
     rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    last = {}
-    for r in rows:
-        last[r["kind"]] = r
+    last = {r["kind"]: r for r in rows}  # the newest row of each kind
     total = spec["schedule"]["steps"]
     step = max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0)
     jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()] \
         if (run_dir / "jobs.jsonl").exists() else []
     job = jobs[-1] if jobs else {}
     queue = slurm_state(str(job["job_id"])) if job else None
-    stop = last.get("stop")
-    started_after_stop = stop is not None and last.get("start", {}).get("time", 0) > stop["time"]
-    if queue:
-        state = queue
-    elif stop and not started_after_stop:
-        state = {"finished": "FINISHED", "preempted": "STOPPED (preempted)", "failed": "FAILED",
-                 "nonfinite": "FAILED (non-finite loss)"}.get(stop["reason"], stop["reason"].upper())
-    elif rows and time.time() - rows[-1]["time"] < 300:
-        state = "RUNNING" if not job else "RUNNING?"  # writing metrics but not (or no longer) in the queue
-    elif rows:
-        state = "INTERRUPTED"  # ended without a stop row: killed, or its node died
-    else:
-        state = "NEW"
+    state = queue or run_state(rows).upper()
     error = None
     if state.startswith(("FAILED", "INTERRUPTED")) and (run_dir / "errors.jsonl").exists():
         error = json.loads((run_dir / "errors.jsonl").read_text().splitlines()[-1])["error"]

@@ -1,0 +1,73 @@
+"""The learning-rate schedule of an experiment, drawn from its spec alone, before anything is trained.
+
+    python -m analysis.lr_schedule experiments/shakespeare.py
+    python -m analysis.lr_schedule experiments/shakespeare_lr_sweep.py --out sweep_lr.svg   # one curve per run
+    python -m analysis.lr_schedule experiments/fineweb_10b.py --schedule.warmup 200        # with overrides
+
+Step s is the s-th optimizer update, as the trainer logs it: its lr is harness.optim.lr_at(s - 1).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from analysis.plots import DPI, FIGSIZE
+from harness.config import Experiment, SpecError, parse_cli
+from harness.optim import lr_at
+
+PROG = "python -m analysis.lr_schedule"
+DEFAULT_OUT = "log/plots/lr_schedule.png"
+
+
+def schedule_curve(spec: Experiment) -> tuple[np.ndarray, np.ndarray]:
+    """(steps 1..N, the learning rate each of those updates uses)."""
+    steps = np.arange(1, spec.schedule.steps + 1)
+    return steps, np.array([lr_at(int(s) - 1, spec.optim.lr, spec.schedule) for s in steps])
+
+
+def describe(spec: Experiment) -> str:
+    s = spec.schedule
+    return f"{spec.name}: peak {spec.optim.lr:g}, {s.warmup} warmup, {s.decay} to {s.min_lr:g} at step {s.steps:,}"
+
+
+def plot_schedules(specs: list[Experiment], title: str) -> Figure:
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    ax = fig.subplots()
+    for spec in specs:
+        steps, lrs = schedule_curve(spec)
+        ax.plot(steps, lrs, lw=1.8, label=describe(spec))
+    ax.set_xlabel("step (optimizer updates)")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Learning-rate schedule: {title}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = Path(DEFAULT_OUT)
+    if "--out" in argv:
+        i = argv.index("--out")
+        if i + 1 >= len(argv):
+            sys.exit("error: --out needs a file name")
+        out = Path(argv[i + 1])
+        del argv[i : i + 2]
+    try:
+        specs = parse_cli(argv, PROG + " [--out FILE.png|.svg]", multiple=True)
+    except SpecError as e:
+        sys.exit(f"error: {e}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_schedules(specs, argv[0]).savefig(out, dpi=DPI)
+    for spec in specs:
+        print(describe(spec))
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Figures and a summary table for one or many runs (an lr sweep overlays on the same axes).
+
+    python -m analysis.plots                                   # every run under log/ -> log/plots/
+    python -m analysis.plots log/ --runs 'shakespeare-lr*' --x step --out log/plots/sweep
+    python -m analysis.plots log/fineweb_10b --x hours --svg   # training hours, queue time excluded
+
+Writes loss.png, throughput.png, lr.png, hellaswag.png (when some run evaluated it), summary.md and
+summary.csv; safe to re-run at any time, also while runs are still writing.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
+
+from analysis.runs import Run, data_source, load_runs, summary_table
+
+# OpenAI's GPT-2 124M on each dataset's validation split, drawn where a run's data matches.
+VAL_LOSS_REFERENCES = {
+    "openwebtext": ("OpenAI GPT-2 124M on OpenWebText val (3.12)", 3.12),
+    "fineweb-edu": ("OpenAI GPT-2 124M on FineWeb-Edu val (~3.29)", 3.29),
+}
+# HellaSwag acc_norm, completion-style scoring on all 10,042 validation rows (see harness/eval/hellaswag.py).
+HELLASWAG_REFERENCES = [
+    ("GPT-3 Small 125M (0.337)", 0.337),
+    ("OpenAI GPT-2 124M (0.2955)", 0.2955),
+    ("chance, 4 endings (0.25)", 0.25),
+]
+X_LABELS = {
+    "step": "step (optimizer updates)",
+    "tokens": "tokens trained",
+    "hours": "training hours (wall clock, queue time excluded)",
+}
+FIGSIZE, DPI = (8, 5), 100  # 800 x 500 px PNGs of ~30-80 KB
+
+
+def ema(values: pd.Series, points: int) -> pd.Series:
+    """Exponential moving average spanning ~1/20 of the curve (bias-corrected at the start)."""
+    return values.ewm(span=max(1, min(points // 20, 200)), adjust=True).mean()
+
+
+def human(value: float, _pos: object = None) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= div:
+            return f"{value / div:g}{suffix}"
+    return f"{value:g}"
+
+
+def colors(runs: list[Run]) -> dict[str, tuple]:
+    cmap = colormaps["tab10" if len(runs) <= 10 else "tab20"]
+    return {r.label: cmap(i % cmap.N) for i, r in enumerate(runs)}
+
+
+def new_figure(rows: int = 1) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + 2.5 * (rows - 1)), layout="constrained")
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    for ax in axes:
+        ax.grid(True, which="major", alpha=0.3)
+    return fig, list(axes)
+
+
+def set_x(ax: Axes, x: str, log: bool = False) -> None:
+    """Label the x axis; call after plotting. Log scale for step and tokens when asked (not for hours)."""
+    ax.set_xlabel(X_LABELS[x])
+    if log and x != "hours":
+        ax.set_xscale("log")
+        low, high = ax.get_xlim()
+        # Plain numbers instead of 2x10^3; minor ticks labelled only when few decades leave room.
+        ax.xaxis.set_major_formatter(FuncFormatter(human))
+        ax.xaxis.set_minor_formatter(FuncFormatter(human) if high / low < 30 else NullFormatter())
+    elif x == "tokens":
+        ax.xaxis.set_major_formatter(FuncFormatter(human))
+
+
+def positive_x(df: pd.DataFrame, x: str, log: bool) -> pd.DataFrame:
+    """A log axis cannot show x=0 (the evaluation before the first step)."""
+    return df[df[x] > 0] if log and x != "hours" else df
+
+
+def save(fig: Figure, out: Path, stem: str, svg: bool) -> list[Path]:
+    """Write atomically, so a viewer (or a concurrent re-run) never sees half a file."""
+    written = []
+    for fmt in ("png", "svg") if svg else ("png",):
+        path = out / f"{stem}.{fmt}"
+        tmp = out / f".{stem}.{fmt}.tmp"
+        fig.savefig(tmp, format=fmt, dpi=DPI)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def plot_loss(runs: list[Run], x: str) -> Figure | None:
+    color = colors(runs)  # from every run, so that a run keeps its color in every figure
+    runs = [r for r in runs if not r.curve("train").empty or not r.curve("val").empty]
+    if not runs:
+        return None
+    fig, (ax,) = new_figure()
+    for r in runs:
+        train, val = positive_x(r.curve("train"), x, True), positive_x(r.curve("val"), x, True)
+        if not train.empty:
+            ax.plot(train[x], train["loss"], color=color[r.label], alpha=0.25, lw=0.8)
+            ax.plot(train[x], ema(train["loss"], len(train)), color=color[r.label], lw=1.8)
+        if not val.empty:
+            ax.plot(val[x], val["loss"], color=color[r.label], ls="--", marker="o", ms=5, lw=1.2)
+    references = {}
+    for r in runs:
+        source = data_source(r.spec).lower().replace("_", "-")
+        references.update(ref for key, ref in VAL_LOSS_REFERENCES.items() if key in source)
+    reference_lines = [ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+                       for (label, value), style in zip(references.items(), (":", "-."), strict=False)]
+    set_x(ax, x, log=True)
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title("Loss: train (EMA solid, raw faint) and validation (dashed, markers)")
+    handles = [Line2D([], [], color=color[r.label], lw=2, label=r.label) for r in runs]
+    handles += [Line2D([], [], color="k", lw=1.8, label="train loss (EMA)"),
+                Line2D([], [], color="k", lw=0.8, alpha=0.3, label="train loss (raw)"),
+                Line2D([], [], color="k", ls="--", marker="o", ms=5, label="val loss")]
+    ax.legend(handles=handles + reference_lines, loc="upper right", fontsize=8)
+    return fig
+
+
+def plot_throughput(runs: list[Run], x: str) -> Figure | None:
+    color = colors(runs)  # from every run, so that a run keeps its color in every figure
+    runs = [r for r in runs if not r.curve("train").empty]
+    if not runs:
+        return None
+    mfu = {r.label: r.curve("train").dropna(subset=["mfu"]) for r in runs if "mfu" in r.curve("train")}
+    mfu = {label: df for label, df in mfu.items() if not df.empty}
+    missing = [r.label for r in runs if r.label not in mfu]
+    if len(missing) == len(runs):
+        note = "MFU n/a: no peak FLOP/s known for these devices (CPU)"
+    else:
+        note = "MFU n/a (no peak FLOP/s known, e.g. CPU): " + ", ".join(missing) if missing else ""
+    fig, axes = new_figure(rows=2 if mfu else 1)
+    ax_tok = axes[0]
+    for r in runs:
+        train = r.curve("train")
+        ax_tok.plot(train[x], train["tokens_per_s"], color=color[r.label], alpha=0.25, lw=0.8)
+        ax_tok.plot(train[x], ema(train["tokens_per_s"], len(train)), color=color[r.label], lw=1.8, label=r.label)
+    ax_tok.set_ylabel("tokens / s (all devices)")
+    ax_tok.yaxis.set_major_formatter(FuncFormatter(human))
+    ax_tok.set_ylim(bottom=0)
+    ax_tok.set_title("Throughput (EMA solid, raw faint)" + (f"\n{note}" if note else ""))
+    ax_tok.legend(fontsize=8, loc="lower right")
+    if mfu:
+        ax_mfu = axes[1]
+        for label, df in mfu.items():
+            ax_mfu.plot(df[x], df["mfu"] * 100, color=color[label], lw=1.5, label=label)
+        ax_mfu.set_ylabel("MFU (% of peak bf16 FLOP/s)")
+        ax_mfu.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax_mfu.set_ylim(bottom=0)
+        ax_mfu.legend(fontsize=8, loc="lower right")
+    set_x(axes[-1], x)
+    return fig
+
+
+def plot_lr(runs: list[Run], x: str) -> Figure | None:
+    color = colors(runs)  # from every run, so that a run keeps its color in every figure
+    runs = [r for r in runs if not r.curve("train").empty]
+    if not runs:
+        return None
+    fig, (ax,) = new_figure()
+    for r in runs:
+        train = r.curve("train")
+        ax.plot(train["step"], train["lr"], color=color[r.label], lw=1.8, label=r.label)
+    set_x(ax, "step")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.set_ylim(bottom=0)
+    ax.set_title("Learning rate as logged by the trainer")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_hellaswag(runs: list[Run], x: str) -> Figure | None:
+    color = colors(runs)  # from every run, so that a run keeps its color in every figure
+    runs = [r for r in runs if not r.curve("hellaswag").empty]
+    if not runs:
+        return None
+    fig, (ax,) = new_figure()
+    top = HELLASWAG_REFERENCES[0][1]
+    for r in runs:
+        hs = positive_x(r.curve("hellaswag"), x, True)
+        n = int(hs["n"].iloc[-1]) if "n" in hs and not hs.empty else None
+        label = f"{r.label} (n={n:,})" if n else r.label
+        ax.plot(hs[x], hs["acc_norm"], color=color[r.label], marker="o", ms=4, lw=1.5, label=label)
+        top = max(top, float(hs["acc_norm"].max()) if not hs.empty else top)
+    for (label, value), style in zip(HELLASWAG_REFERENCES, ("-.", "--", ":"), strict=True):
+        ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+    set_x(ax, x, log=True)
+    ax.set_ylim(0.22, top + 0.03)
+    ax.set_ylabel("HellaSwag acc_norm")
+    ax.set_title("HellaSwag validation accuracy (length-normalised, 4-way)")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
+    "loss": plot_loss,
+    "throughput": plot_throughput,
+    "lr": plot_lr,
+    "hellaswag": plot_hellaswag,
+}
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def markdown(table: pd.DataFrame) -> str:
+    formats = {"tokens": lambda v: f"{v:,}", "median_tokens_per_s": lambda v: f"{v:,.0f}",
+               "median_mfu": lambda v: f"{v:.1%}", "wall_hours": lambda v: f"{v:.3f}",
+               "device_hours": lambda v: f"{v:.3f}"}
+    shown = table.drop(columns=["run_dir"])
+
+    def cell(column: str, v: object) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
+        if column in formats:
+            return formats[column](v)
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    for _, row in shown.iterrows():
+        lines.append("| " + " | ".join(cell(c, row[c]) for c in shown.columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
+    written = []
+    for name, text in (("summary.md", markdown(table)), ("summary.csv", table.to_csv(index=False))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+        written.append(out / name)
+    return written
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    p = argparse.ArgumentParser(prog="python -m analysis.plots", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", default=["log"], help="run directories, or folders holding them (default log/)")
+    p.add_argument("--out", default="log/plots", help="output folder (default log/plots/)")
+    p.add_argument("--x", choices=list(X_LABELS), default="tokens", help="x axis of loss, throughput, HellaSwag")
+    p.add_argument("--runs", metavar="GLOB", help="only runs whose name or directory name matches")
+    p.add_argument("--svg", action="store_true", help="write SVGs besides the PNGs")
+    args = p.parse_args(argv)
+
+    runs = load_runs(args.paths, args.runs)
+    if not runs:
+        sys.exit(f"no runs under {' '.join(args.paths)}" + (f" matching {args.runs!r}" if args.runs else ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, plot in FIGURES.items():
+        fig = plot(runs, args.x)
+        if fig is None:
+            # Leave no figure from an earlier invocation that this one's runs do not support.
+            for fmt in ("png", "svg"):
+                (out / f"{stem}.{fmt}").unlink(missing_ok=True)
+            print(f"note: no {stem} rows in these runs; {stem}.png skipped", file=sys.stderr)
+            continue
+        written += save(fig, out, stem, args.svg)
+    table = summary_table(runs)
+    written += write_table(table, out)
+    print(markdown(table))
+    print("wrote " + ", ".join(str(w) for w in written))
+    return written
+
+
+if __name__ == "__main__":
+    main()
