@@ -137,7 +137,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
         return logits, loss
 
     def num_params(self, non_embedding: bool = False) -> int:
@@ -152,6 +152,19 @@ class GPT(nn.Module):
         cfg = self.config
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * cfg.n_layer * cfg.n_head * (cfg.n_embd // cfg.n_head) * seq_len
+
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}  # dense, per GPU
+
+
+def peak_flops(device: torch.device, tflops: float = 0.0) -> float | None:
+    """The device's peak for MFU: `tflops` if given, else a known GPU's dense bf16 peak, else None."""
+    if tflops:
+        return tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v * 1e12 for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return None
 
 
 # ----------------------------------------------------------------------------- HuggingFace GPT-2

@@ -1,0 +1,311 @@
+"""Benchmarks that print figures: one JSON line, then a readable table. Not tests: nothing asserts speed.
+
+    python -m harness.bench train --preset gpt2 --micro-batch 16 --seq-len 1024 [--compile] [--reference]
+    torchrun --nproc-per-node 8 -m harness.bench train --preset gpt2 --micro-batch 64 --compile
+    python -m harness.bench data [--data DIR]          # reader tokens/s per process
+    python -m harness.bench tokenize [--workers N]     # tokenizer tokens/s per worker
+    python -m harness.bench checkpoint --preset gpt2   # save/load seconds, time training is blocked
+    python -m harness.bench hellaswag --data DIR --limit 500
+
+Measured figures, with the machine and command, go in benchmarks/RESULTS.md.
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from harness import distributed
+from harness.model import GPT, ModelConfig, peak_flops
+from harness.optim import OptimConfig, build_optimizer
+
+
+def machine() -> dict:
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+        device = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+                      platform.processor())
+        device += f" ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return {"device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+
+
+def report(what: str, figures: dict, rows: list[tuple[str, object]]) -> dict:
+    out = {"bench": what, **figures, "machine": machine()}
+    print(json.dumps(out))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    return out
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    if args.preset:
+        return ModelConfig(preset=args.preset, block_size=max(1024, args.seq_len))
+    return ModelConfig(preset=None, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                       block_size=args.seq_len)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class ReferenceGPT(nn.Module):
+    """A straightforward GPT of the same shape: explicit masked softmax attention, nothing fused."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg = cfg.resolved()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        C = cfg.n_embd
+        self.blocks = nn.ModuleList(nn.ModuleDict(dict(
+            ln1=nn.LayerNorm(C), qkv=nn.Linear(C, 3 * C), proj=nn.Linear(C, C),
+            ln2=nn.LayerNorm(C), fc=nn.Linear(C, 4 * C), out=nn.Linear(4 * C, C),
+        )) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> tuple[None, torch.Tensor]:
+        B, T = idx.shape
+        H, C = self.cfg.n_head, self.cfg.n_embd
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        mask = torch.tril(torch.ones(T, T, device=idx.device, dtype=torch.bool))
+        for b in self.blocks:
+            q, k, v = b["qkv"](b["ln1"](x)).split(C, dim=2)
+            q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(C // H)
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            x = x + b["proj"]((att @ v).transpose(1, 2).reshape(B, T, C))
+            x = x + b["out"](F.gelu(b["fc"](b["ln2"](x)), approximate="tanh"))
+        logits = self.head(self.ln_f(x))
+        return None, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+
+
+def time_train_steps(model: nn.Module, args: argparse.Namespace, env: distributed.DistEnv) -> list[float]:
+    """Seconds per optimizer step (forward, backward, AdamW), after warm-up."""
+    dev = env.device
+    use_bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and dev.type == "cuda")
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+    opt = build_optimizer(model, OptimConfig(), dev.type)
+    train_model = model
+    if env.distributed:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[env.local_rank] if dev.type == "cuda"
+                                                          else None)
+    if args.compile:
+        train_model = torch.compile(train_model)
+    g = torch.Generator(device="cpu").manual_seed(env.rank)
+    x = torch.randint(0, 50257, (args.micro_batch, args.seq_len + 1), generator=g).to(dev)
+    times = []
+    for i in range(args.warmup + args.steps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with autocast:
+            _, loss = train_model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    env = distributed.setup(args.device)
+    torch.manual_seed(0)
+    cfg = _model_config(args)
+    model = GPT(cfg).to(env.device)
+    dt = statistics.median(time_train_steps(model, args, env))
+    tokens = args.micro_batch * args.seq_len * env.world_size
+    tok_s = tokens / dt
+    flops = model.flops_per_token(args.seq_len)
+    peak = peak_flops(env.device, args.peak_tflops)
+    mfu = flops * tok_s / (peak * env.world_size) if peak else None
+    figures = {"model": args.preset or f"{cfg.n_layer}L-{cfg.n_head}H-{cfg.n_embd}C", "params": model.num_params(),
+               "micro_batch": args.micro_batch, "seq_len": args.seq_len, "dtype": args.dtype, "compile": args.compile,
+               "world_size": env.world_size, "ms_per_step": round(dt * 1e3, 2), "tokens_per_s": round(tok_s),
+               "tokens_per_s_per_rank": round(tok_s / env.world_size), "mfu": None if mfu is None else round(mfu, 4)}
+    rows = [("model", f"{figures['model']} ({model.num_params() / 1e6:.1f}M params)"),
+            ("batch", f"{args.micro_batch} x {args.seq_len} x {env.world_size} ranks"),
+            ("step", f"{dt * 1e3:.1f} ms (median of {args.steps})"), ("tokens/s", f"{tok_s:,.0f}"),
+            ("MFU", "n/a (no peak for this device; --peak-tflops)" if mfu is None else f"{mfu:.1%}")]
+    if args.reference and env.world_size == 1:
+        torch.manual_seed(0)
+        ref_dt = statistics.median(time_train_steps(ReferenceGPT(cfg).to(env.device), args, env))
+        figures |= {"reference_ms_per_step": round(ref_dt * 1e3, 2), "reference_tokens_per_s": round(tokens / ref_dt),
+                    "speedup_vs_reference": round(ref_dt / dt, 3)}
+        rows += [("reference", f"{ref_dt * 1e3:.1f} ms/step, {tokens / ref_dt:,.0f} tokens/s (straightforward GPT)"),
+                 ("speedup", f"{ref_dt / dt:.2f}x")]
+    out = report("train", figures, rows) if env.is_main else figures
+    del model
+    distributed.teardown(env)
+    return out
+
+
+# ----------------------------------------------------------------------------- data and tokenizer
+
+
+def _shakespeare_dir(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    from harness.prepare import prepare
+    from harness.sources import shakespeare
+
+    out = Path(tempfile.mkdtemp(prefix="bench-data-")) / "shakespeare"
+    prepare(shakespeare(), out, shard_tokens=200_000, workers=0)
+    return out
+
+
+def bench_data(args: argparse.Namespace) -> dict:
+    from harness.data import ShardedTokenReader
+
+    reader = ShardedTokenReader(_shakespeare_dir(args.data), "train", args.micro_batch, args.seq_len, shuffle=True)
+    reader.next_batch()  # page the shards in: the figure is for page-cached shards
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        x, _ = reader.next_batch()
+        n += x.numel()
+    tok_s = n / (time.perf_counter() - t0)
+    return report("data", {"tokens_per_s": round(tok_s), "micro_batch": args.micro_batch, "seq_len": args.seq_len},
+                  [("reader", f"{tok_s / 1e6:,.1f}M tokens/s per process ({args.micro_batch}x{args.seq_len} batches)")])
+
+
+def bench_tokenize(args: argparse.Namespace) -> dict:
+    from harness.prepare import _tokenized, tokenize_documents
+    from harness.sources import shakespeare
+
+    docs = list(shakespeare().documents(0)) * args.repeat
+    tokenize_documents(docs[:1])  # load the encoding outside the timing
+    t0 = time.perf_counter()
+    n = sum(len(flat) for flat, _ in map(tokenize_documents, [docs[i : i + 64] for i in range(0, len(docs), 64)]))
+    one = n / (time.perf_counter() - t0)
+    figures = {"tokens": n, "tokens_per_s_one_process": round(one)}
+    rows = [("corpus", f"the Shakespeare plays x {args.repeat}: {n:,} tokens"),
+            ("1 process", f"{one / 1e6:.2f}M tokens/s")]
+    if args.workers:
+        t0 = time.perf_counter()
+        m = sum(len(flat) for flat, _ in _tokenized(iter(docs), args.workers))
+        pool = m / (time.perf_counter() - t0)
+        figures |= {"workers": args.workers, "tokens_per_s_pool": round(pool),
+                    "tokens_per_s_per_worker": round(pool / args.workers)}
+        rows += [(f"{args.workers} workers", f"{pool / 1e6:.2f}M tokens/s ({pool / args.workers / 1e6:.2f}M per worker,"
+                                             " pool start-up included)")]
+    return report("tokenize", figures, rows)
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+def bench_checkpoint(args: argparse.Namespace) -> dict:
+    from harness.checkpoint import CheckpointConfig, Checkpointer, load, rng_state
+
+    env = distributed.setup(args.device)
+    model = GPT(_model_config(args)).to(env.device)
+    opt = build_optimizer(model, OptimConfig(), env.device.type)
+    model(torch.zeros(1, 8, dtype=torch.long, device=env.device), torch.zeros(1, 8, dtype=torch.long,
+                                                                              device=env.device))[1].backward()
+    opt.step()  # creates the AdamW moments: a real checkpoint's size
+    root = Path(tempfile.mkdtemp(prefix="bench-ckpt-", dir=args.dir))
+    figures = {}
+    try:
+        for mode in ("sync", "async"):
+            ckpt = Checkpointer(root / mode, CheckpointConfig(keep=2, async_save=mode == "async"), env)
+            t0 = time.perf_counter()
+            ckpt.save(1, model.state_dict(), opt.state_dict(), {"rng": rng_state(env.device)}, {"spec": {}})
+            blocked = time.perf_counter() - t0
+            ckpt.finish()
+            total = time.perf_counter() - t0
+            figures |= {f"{mode}_blocked_s": round(blocked, 3), f"{mode}_total_s": round(total, 3)}
+        size = sum(f.stat().st_size for f in (root / "sync" / "step_00000001").iterdir())
+        t0 = time.perf_counter()
+        state = load(root / "sync" / "step_00000001", 0, 1)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        figures |= {"load_s": round(time.perf_counter() - t0, 3), "bytes": size, "params": model.num_params()}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    where = args.dir or tempfile.gettempdir()
+    rows = [("checkpoint", f"{size / 1e9:.2f} GB (model + AdamW, {model.num_params() / 1e6:.0f}M params) in {where}"),
+            ("save", f"{figures['sync_total_s']:.2f} s (training blocked all that time)"),
+            ("async save", f"training blocked {figures['async_blocked_s']:.2f} s, "
+                           f"written in {figures['async_total_s']:.2f} s"),
+            ("load", f"{figures['load_s']:.2f} s (CRC check + torch.load + load_state_dict)")]
+    out = report("checkpoint", figures, rows)
+    distributed.teardown(env)
+    return out
+
+
+# ----------------------------------------------------------------------------- hellaswag
+
+
+def bench_hellaswag(args: argparse.Namespace) -> dict:
+    from harness.eval.hellaswag import load_examples, score_examples
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    examples = load_examples(args.data, args.limit)
+    model = GPT(_model_config(args)).to(device).eval()
+    use_bf16 = device.type == "cuda" and args.dtype != "float32"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    score_examples(model, examples[: min(8, len(examples))], args.batch_examples, autocast)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    score_examples(model, examples, args.batch_examples, autocast)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    eps = len(examples) / dt
+    return report("hellaswag", {"examples": len(examples), "seconds": round(dt, 2), "examples_per_s": round(eps, 1),
+                                "model": args.preset or "free"},
+                  [("examples", f"{len(examples)} in {dt:.1f} s: {eps:,.1f} examples/s"),
+                   ("all 10,042", f"~{10042 / eps:,.0f} s on this device")])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag"])
+    p.add_argument("--preset", default=None, help="gpt2 | gpt2-medium | ... (default: a free size)")
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-embd", type=int, default=128)
+    p.add_argument("--micro-batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
+    p.add_argument("--reference", action="store_true", help="also time a straightforward GPT of the same shape")
+    p.add_argument("--data", default=None, help="data dir (data), or HellaSwag data (hellaswag)")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--workers", type=int, default=0, help="tokenize: also time a pool of N workers")
+    p.add_argument("--repeat", type=int, default=1, help="tokenize: copies of the corpus")
+    p.add_argument("--dir", default=None, help="checkpoint: where to write (default: the temp dir)")
+    p.add_argument("--limit", type=int, default=200, help="hellaswag: examples")
+    p.add_argument("--batch-examples", type=int, default=8)
+    args = p.parse_args(argv)
+    {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
+     "hellaswag": bench_hellaswag}[args.what](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

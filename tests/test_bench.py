@@ -1,0 +1,66 @@
+"""The benchmark suite runs at CI size and prints its figures as one JSON line (speed is not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.hellaswag_data import hellaswag_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--micro-batch", "2", "--seq-len", "32"]
+
+
+def bench(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "harness.bench", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout  # one JSON line, then the readable table
+    out = json.loads(lines[0])
+    assert set(out["machine"]) == {"device", "torch", "date"}
+    return out
+
+
+def positive(out: dict, *keys: str) -> None:
+    for k in keys:
+        assert isinstance(out[k], int | float) and out[k] > 0, (k, out[k])
+
+
+def test_train_bench_with_reference() -> None:
+    out = bench("train", *SMALL, "--steps", "2", "--warmup", "1", "--reference")
+    positive(out, "ms_per_step", "tokens_per_s", "reference_ms_per_step", "speedup_vs_reference", "params")
+    assert out["tokens_per_s"] == pytest.approx(2 * 32 / (out["ms_per_step"] / 1e3), rel=0.01)
+    assert out["mfu"] is None  # no peak known for a CPU
+
+
+def test_train_bench_under_torchrun() -> None:
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                           "harness.bench", "train", *SMALL, "--steps", "2", "--warmup", "1", "--peak-tflops", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("{")]  # rank 0 only
+    out = json.loads(line)
+    assert out["world_size"] == 2 and out["tokens_per_s_per_rank"] * 2 == pytest.approx(out["tokens_per_s"], abs=2)
+    positive(out, "mfu")
+
+
+def test_data_and_tokenize_benches(shakespeare_dir: Path) -> None:
+    positive(bench("data", "--data", str(shakespeare_dir), "--seconds", "0.5"), "tokens_per_s")
+    out = bench("tokenize", "--workers", "1")
+    positive(out, "tokens_per_s_one_process", "tokens_per_s_per_worker")
+    assert out["tokens"] > 1_000_000
+
+
+def test_checkpoint_bench() -> None:
+    out = bench("checkpoint", *SMALL)
+    positive(out, "sync_total_s", "async_blocked_s", "async_total_s", "load_s", "bytes")
+    assert out["async_blocked_s"] <= out["async_total_s"]
+
+
+def test_hellaswag_bench() -> None:
+    out = bench("hellaswag", *SMALL, "--data", str(hellaswag_dir()), "--limit", "8")
+    assert out["examples"] == 8
+    positive(out, "examples_per_s", "seconds")
