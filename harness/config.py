@@ -145,7 +145,7 @@ def parse_cli(argv: list[str], prog: str, multiple: bool = False) -> list[Experi
     usage = f"usage: {prog} EXPERIMENT.py|RUN_DIR [--field value ...]   ({prog} EXPERIMENT.py --help lists fields)"
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
-            _override_parser(prog, Experiment()).print_help()
+            override_parser(prog, Experiment()).print_help()
             sys.exit(0)
         raise SpecError(usage)
     target, rest = Path(argv[0]), list(argv[1:])
@@ -162,12 +162,12 @@ def parse_cli(argv: list[str], prog: str, multiple: bool = False) -> list[Experi
         raise SpecError(f"{target} defines a sweep of {len(specs)} runs; pick one with --sweep-index N")
     out = []
     for spec in specs:
-        args = _override_parser(prog, spec).parse_args(rest)
+        args = override_parser(prog, spec).parse_args(rest)
         out.append(resolve(args.exp))
     return out
 
 
-def _override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentParser:
+def override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentParser:
     parser = simple_parsing.ArgumentParser(
         prog=prog, add_config_path_arg=False, nested_mode=simple_parsing.NestedMode.WITHOUT_ROOT,
         argument_generation_mode=simple_parsing.ArgumentGenerationMode.NESTED,

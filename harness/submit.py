@@ -29,10 +29,12 @@ OWN_FLAGS = ("--dry-run", "--local", "--resume", "--allow-changes", "--init-run-
 
 
 class TorchrunJob:
-    """What each node's Slurm task runs: torchrun over the run directory, resumed by the trainer."""
+    """What each node's Slurm task runs: torchrun over a harness module (the trainer on a run
+    directory, which resumes by itself, or an evaluation)."""
 
-    def __init__(self, run_dir: str, cwd: str, nproc_per_node: int, max_restarts: int, lead_s: int):
-        self.run_dir, self.cwd = run_dir, cwd
+    def __init__(self, module_args: list[str], cwd: str, nproc_per_node: int, max_restarts: int, lead_s: int,
+                 run_dir: str | None = None):
+        self.module_args, self.cwd, self.run_dir = module_args, cwd, run_dir
         self.nproc_per_node, self.max_restarts, self.lead_s = nproc_per_node, max_restarts, lead_s
         self._proc: subprocess.Popen | None = None
         self._done = threading.Event()
@@ -45,7 +47,7 @@ class TorchrunJob:
 
     def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
         cfg = ClusterConfig(procs_per_node=self.nproc_per_node)
-        return torchrun_command(cfg, nnodes, head, job_id, self.max_restarts, ["harness.train", self.run_dir])
+        return torchrun_command(cfg, nnodes, head, job_id, self.max_restarts, self.module_args)
 
     def __call__(self) -> str:
         import submitit
@@ -63,9 +65,10 @@ class TorchrunJob:
         while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
             pass
         if self._proc.returncode != 0:
+            where = f" and in {self.run_dir}/errors.jsonl" if self.run_dir else ""
             raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
-                               f"the failing rank's error is above and in {self.run_dir}/errors.jsonl")
-        return run_outcome(Path(self.cwd) / self.run_dir)
+                               f"the failing rank's error is above{where}")
+        return run_outcome(Path(self.cwd) / self.run_dir) if self.run_dir else "done"
 
     def checkpoint(self) -> "object":
         """Called by submitit on task 0 when USR2 arrives: the workers got the signal too and are
@@ -151,8 +154,8 @@ def make_executor(spec: Experiment, folder: Path) -> "object":
 
 
 def make_job(spec: Experiment) -> TorchrunJob:
-    return TorchrunJob(spec.run_dir, os.getcwd(), spec.cluster.nproc_per_node, spec.train.max_restarts,
-                       spec.cluster.signal_lead_s)
+    return TorchrunJob(["harness.train", spec.run_dir], os.getcwd(), spec.cluster.nproc_per_node,
+                       spec.train.max_restarts, spec.cluster.signal_lead_s, run_dir=spec.run_dir)
 
 
 def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
@@ -225,8 +228,39 @@ def run_local(spec: Experiment) -> int:
     return subprocess.call(cmd)
 
 
+def submit_eval(argv: list[str]) -> None:
+    """`--eval KIND TARGET [harness.eval options] [--cluster.field value ...]`: one node, torchrun over
+    `python -m harness.eval`; the result is written beside the evaluated checkpoint as usual."""
+    if len(argv) < 2 or argv[0] not in ("hellaswag", "val-loss"):
+        raise SpecError("usage: python -m harness.submit --eval hellaswag|val-loss TARGET [options] "
+                        "[--cluster.field value ...]")
+    kind, target = argv[0], Path(argv[1])
+    cluster_args = [a for i, a in enumerate(argv) if a.startswith("--cluster.")
+                    or (i > 0 and argv[i - 1].startswith("--cluster."))]
+    eval_args = [a for a in argv[2:] if a not in cluster_args]
+    run_dir = next((d for d in (target, *target.parents) if (d / "config.json").exists()
+                    and "model_type" not in (d / "config.json").read_text()), None)
+    base = config.load_run_spec(run_dir) if run_dir else Experiment(name=f"eval-{target.name}")
+    cli = config.override_parser("python -m harness.submit --eval", base)
+    spec = dataclasses.replace(base, name=f"eval-{base.name}",
+                               cluster=dataclasses.replace(cli.parse_args(cluster_args).exp.cluster, nodes=1))
+    check_cluster([spec])
+    folder = (run_dir or target) / "eval-slurm"
+    executor = make_executor(spec, folder)
+    job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(),
+                                      spec.cluster.nproc_per_node, 0, spec.cluster.signal_lead_s))
+    log = str(job.paths.stdout).replace("%t", "0")
+    print(f"submitted {kind} of {target}: job {job.job_id}\n  log: {log}\n"
+          f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--eval":
+        try:
+            return submit_eval(argv[1:])
+        except SpecError as e:
+            sys.exit(f"error: {e}")
     flags = {f for f in OWN_FLAGS if f in argv}
     rest = [a for a in argv if a not in OWN_FLAGS]
     if "--resume" in flags and not (rest and Path(rest[0]).is_dir()):

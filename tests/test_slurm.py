@@ -101,14 +101,32 @@ def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) ->
 
 
 @pytest.fixture(scope="module")
-def reference(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, float]:
+def reference_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run: 2 ranks of 1 thread each, as in the Slurm jobs."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.train",
         "experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *TINY)
-    losses = final_losses(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run: Path) -> dict[int, float]:
+    losses = final_losses(reference_run)
     assert sorted(losses) == list(range(1, STEPS + 1))
     return losses
+
+
+def test_evaluation_goes_through_slurm_too(reference_run: Path) -> None:
+    from tests.hellaswag_data import hellaswag_dir
+
+    out = harness_submit("--eval", "hellaswag", str(reference_run), "--data", str(hellaswag_dir()), "--limit", "8",
+                         "--cluster.gpus_per_node", "0", "--cluster.procs_per_node", "2", "--cluster.time_min", "30",
+                         "--cluster.signal_lead_s", "60").stdout
+    job = re.search(r"job (\d+)", out).group(1)
+    result = reference_run / "checkpoints" / f"step_{STEPS:08d}" / "eval_hellaswag.json"
+    wait_until("the evaluation", lambda: result.exists() and not queued(job), logs=reference_run / "eval-slurm")
+    found = json.loads(result.read_text())
+    assert found["n"] == 8 and 0 <= found["acc_norm"] <= 1 and found["world_size"] == 2
 
 
 def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespeare_dir: Path,
