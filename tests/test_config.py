@@ -82,7 +82,7 @@ def test_indivisible_batch_shows_the_arithmetic(spec: Experiment) -> None:
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"optim.lr": "3e-4"}, "optim.lr: expected float, got str '3e-4'"),
-    ({"train.micro_batch": 2.5}, "train.micro_batch: expected int, got float 2.5"),
+    ({"train.micro_batch": 2.5}, "train.micro_batch: expected int | Literal['auto'], got float 2.5"),
     ({"train.seq_len": True}, "train.seq_len: expected int, got bool"),
     ({"optim.betas": (0.9,)}, "optim.betas: expected tuple[float, float], got tuple (0.9,)"),
     ({"train.device": "tpu"}, "train.device: expected Literal['auto', 'cpu', 'cuda'], got str 'tpu'"),
