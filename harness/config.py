@@ -331,7 +331,7 @@ def _matches(value: object, hint: object) -> bool:
 
 def _type_name(hint: object) -> str:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(hint))
     # Only plain classes: tuple[float, float] and Literal[...] have the bare "tuple"/"Literal" as __name__.
     return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
