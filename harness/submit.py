@@ -68,7 +68,17 @@ class TorchrunJob:
             where = f" and in {self.run_dir}/errors.jsonl" if self.run_dir else ""
             raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
                                f"the failing rank's error is above{where}")
-        return run_outcome(Path(self.cwd) / self.run_dir) if self.run_dir else "done"
+        if not self.run_dir:
+            return "done"
+        outcome = run_outcome(Path(self.cwd) / self.run_dir)
+        job_id = os.environ.get("SLURM_JOB_ID")
+        if outcome == "preempted" and env.global_rank == 0 and job_id:
+            # The workers saved and stopped on a signal that no requeue follows (a SIGTERM from
+            # `scancel --signal=TERM`, say): put the job back in the queue ourselves. If Slurm is
+            # already requeuing or ending it, scontrol refuses and nothing changes.
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+            print(f"[harness] run stopped at a checkpoint; requeue: {done.stderr.strip() or 'done'}", flush=True)
+        return outcome
 
     def checkpoint(self) -> "object":
         """Called by submitit on task 0 when USR2 arrives: the workers got the signal too and are

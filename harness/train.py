@@ -231,7 +231,8 @@ class Trainer:
     def log_step(self, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
         loss_v = distributed.all_reduce_mean(loss.clone(), self.env).item()  # syncs the device
         norm_v = norm.item()
-        self.check_finite(loss_v)
+        if self.exp.train.on_nonfinite == "stop":
+            self.check_finite(loss_v)
         start, steps = self.timer
         dt = (time.time() - start) / max(1, steps)
         self.timer = (time.time(), 0)
@@ -240,8 +241,9 @@ class Trainer:
             if self.peak_flops else None
         self.last.update(train_loss=loss_v)
         if self.log:
-            self.log.write("train", step=self.step, tokens=self.step * self.exp.train.batch_tokens, loss=loss_v,
-                           lr=lr, grad_norm=norm_v, step_time=dt, tokens_per_s=tokens_per_s, mfu=mfu,
+            self.log.write("train", step=self.step, tokens=self.step * self.exp.train.batch_tokens,
+                           loss=_finite_or_none(loss_v), lr=lr, grad_norm=_finite_or_none(norm_v), step_time=dt,
+                           tokens_per_s=tokens_per_s, mfu=mfu,
                            peak_mem_gb=_peak_memory_gb(self.device))
             mfu_s = f" | mfu {mfu:.1%}" if mfu is not None else ""
             self.print(f"step {self.step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | "
@@ -356,6 +358,10 @@ class Trainer:
             self.log.close()
         # Drop DDP before the process group goes (see distributed.teardown).
         self.ddp = self.train_module = None
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN; null keeps metrics.jsonl strict JSON
 
 
 def _device_name(device: torch.device) -> str:
