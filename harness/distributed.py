@@ -73,6 +73,14 @@ def setup(device: str = "auto", backend: str = "auto", timeout_min: float = 10.0
     # A rank that dies or hangs must bring the others down within `timeout`, not after NCCL's default.
     timeout = datetime.timedelta(minutes=timeout_min)
     kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        # torchrun shares its rendezvous store with the workers but does not separate the keys of one
+        # restart attempt from the next (torch 2.13): after a worker dies, the restarted group reads
+        # the dead workers' addresses and hangs in init. A prefix per attempt keeps attempts apart.
+        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                              is_master=False, timeout=timeout)
+        kwargs |= {"store": dist.PrefixStore(f"harness/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}",
+                                             store), "rank": rank, "world_size": world_size}
     dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     cpu_group = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else dist.group.WORLD
     return DistEnv(rank, local_rank, world_size, dev, backend, cpu_group)

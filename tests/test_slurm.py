@@ -7,87 +7,29 @@ uninterrupted run: same world size (2 ranks, one per node), same threads, bit fo
 import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from harness.metrics import read_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-STEPS = 30
-
-
-def tiny(steps: int = STEPS) -> list[str]:
-    return [
-        "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
-        "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", "1024",
-        "--train.stop_check_every", "1", "--schedule.steps", str(steps), "--schedule.warmup", "3",
-        "--checkpoint.every", "10", "--eval.val_every", "0", "--eval.sample_every", "0", "--log.wandb", "disabled",
-    ]
-
-
-TINY = tiny()
-# Two nodes, one CPU process each; the nodes have 2 CPUs, so a job that wants both preempts us.
-CLUSTER = ["--cluster.nodes", "2", "--cluster.procs_per_node", "1", "--cluster.gpus_per_node", "0",
-           "--cluster.cpus_per_task", "1", "--cluster.time_min", "60", "--cluster.signal_lead_s", "60"]
+from tests.slurm_helpers import (
+    CLUSTER,
+    REPO,
+    STEPS,
+    TINY,
+    final_losses,
+    harness_submit,
+    last_step,
+    preempt_with_high_priority_job,
+    queued,
+    rows,
+    run,
+    tiny,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
-
-
-def run(*cmd: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, **kw)
-    if check:
-        assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def harness_submit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-m", "harness.submit", *args, check=check)
-
-
-def queued(job: str) -> bool:
-    return bool(run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip())
-
-
-def rows(run_dir: Path, kind: str | None = None) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    found = read_metrics(path) if path.exists() else []
-    return [r for r in found if kind is None or r["kind"] == kind]
-
-
-def wait_until(what: str, cond, timeout: float = 240, logs: Path | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.25)
-    tail = ""
-    if logs is not None:
-        tail = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(logs.rglob("*.out")))
-    raise TimeoutError(f"timed out waiting for {what}\n{tail}")
-
-
-def last_step(run_dir: Path) -> int:
-    return max((r["step"] for r in rows(run_dir, "train")), default=0)
-
-
-def final_losses(run_dir: Path) -> dict[int, float]:
-    """Each step's loss from the latest restart that ran it (a resumed run repeats a few steps)."""
-    out = {}
-    for r in rows(run_dir, "train"):
-        out[r["step"]] = r["loss"]
-    return out
-
-
-def preempt_with_high_priority_job() -> None:
-    """A job in the `high` partition needing every CPU of both nodes: Slurm preempts ours."""
-    run("sbatch", "-p", "high", "-N", "2", "--ntasks-per-node=1", "--cpus-per-task=2", "-o", "/dev/null",
-        "--wrap", "sleep 1")
-
 
 def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) -> None:
     all_rows = rows(run_dir)

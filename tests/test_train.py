@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness.metrics import read_metrics
+from tests.slurm_helpers import worker_pid
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +26,9 @@ TINY = [
 ]
 
 
-def torchrun(run_dir: Path, data_dir: Path, *extra: str, nproc: int = 2) -> subprocess.Popen:
+def torchrun(run_dir: Path, data_dir: Path, *extra: str, nproc: int = 2, restarts: int = 0) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           f"--max-restarts={restarts}",
            "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run_dir),
            "--data.dir", str(data_dir), *TINY, *extra]
     log = open(run_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
@@ -146,3 +148,20 @@ def test_auto_micro_batch_falls_back_on_cpu_and_is_kept(shakespeare_dir: Path, t
     assert "falls back" not in proc.stderr  # the resume reused the stored size instead of choosing again
     assert "micro_batch" not in proc.stdout.split("spec changed")[-1].split("\n")[0]
     assert json.loads((run / "config.json").read_text())["train"]["micro_batch"] == 8
+
+
+def test_a_killed_worker_is_restarted_by_torchrun_and_resumes_exactly(straight_run: Path, shakespeare_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """One worker SIGKILLed: torchrun restarts the group (a new attempt, which must not trip over the
+    dead attempt's rendezvous keys) and the run resumes from its checkpoint, bit for bit."""
+    run = tmp_path / "run"
+    proc = torchrun(run, shakespeare_dir, restarts=1)
+    wait_for_step(run, 12, proc)
+    os.kill(worker_pid(run, rank=1), signal.SIGKILL)
+    finish(proc)
+    resumed = train_losses(run, restart=1)
+    assert sorted(resumed) == list(range(11, 21))
+    straight = train_losses(straight_run)
+    assert all(resumed[s] == straight[s] for s in resumed)
+    a, b = final_weights(straight_run), final_weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
