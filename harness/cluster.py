@@ -37,6 +37,13 @@ class ClusterConfig:
         return self.nodes * self.nproc_per_node
 
 
+# torchrun shares its rendezvous store with the workers by default but keeps no per-attempt keys in
+# it (torch 2.13), so a worker group restarted after a failure can read the previous attempt's
+# addresses and hang in init_process_group. With this set, each rendezvous round's rank-0 worker
+# hosts a fresh store on a fresh port instead. Every launcher here sets it.
+TORCHRUN_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 def rendezvous_port(job_id: str) -> int:
     """A port for torchrun's c10d store derived from the job id: jobs sharing a node do not collide."""
     return 20000 + zlib.crc32(str(job_id).encode()) % 20000

@@ -74,13 +74,21 @@ def setup(device: str = "auto", backend: str = "auto", timeout_min: float = 10.0
     timeout = datetime.timedelta(minutes=timeout_min)
     kwargs = {"device_id": dev} if dev.type == "cuda" else {}
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-        # torchrun shares its rendezvous store with the workers but does not separate the keys of one
-        # restart attempt from the next (torch 2.13): after a worker dies, the restarted group reads
-        # the dead workers' addresses and hangs in init. A prefix per attempt keeps attempts apart.
-        store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                              is_master=False, timeout=timeout)
-        kwargs |= {"store": dist.PrefixStore(f"harness/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}",
-                                             store), "rank": rank, "world_size": world_size}
+        # torchrun shares its rendezvous store with the workers but keeps no per-attempt keys in it
+        # (torch 2.13): a group restarted after a failure reads the dead workers' addresses and hangs
+        # in init. Our launchers avoid the shared store (cluster.TORCHRUN_ENV). For a plain torchrun,
+        # a prefix per attempt fixes it on one node, where one agent numbers the attempts; across
+        # nodes the agents may number them differently, so only a warning is possible.
+        if int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) == world_size:
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                  is_master=False, timeout=timeout)
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            kwargs |= {"store": dist.PrefixStore(f"harness/attempt_{attempt}", store), "rank": rank,
+                       "world_size": world_size}
+        elif rank == 0 and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) > 0:
+            print("WARNING: multi-node torchrun with --max-restarts: set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, "
+                  "or a restart after a failed worker may hang (harness.submit and sbatch/train.sh do)",
+                  file=sys.stderr)
     dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     cpu_group = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else dist.group.WORLD
     return DistEnv(rank, local_rank, world_size, dev, backend, cpu_group)

@@ -2,7 +2,7 @@
 
     python -m harness.submit experiments/fineweb_10b.py [--optim.lr 3e-4 ...] [--dry-run | --local]
     python -m harness.submit log/fineweb_10b --resume          # resubmit a stopped run
-    python -m harness.submit experiments/lr_sweep.py           # a sweep: one job array, a run dir each
+    python -m harness.submit experiments/shakespeare_lr_sweep.py   # a sweep: one job array, a run dir each
 
 Everything that can be checked is checked before anything is queued. On the preemption or
 time-limit signal (USR2, `cluster.signal_lead_s` before the kill) the workers save a checkpoint;
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from harness import config
-from harness.cluster import ClusterConfig, rendezvous_port, torchrun_command
+from harness.cluster import TORCHRUN_ENV, ClusterConfig, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
 
 OWN_FLAGS = ("--dry-run", "--local", "--resume", "--allow-changes", "--init-run-dir")
@@ -59,18 +59,18 @@ class TorchrunJob:
         # torchrun's agent must survive USR2 (its default action is to die) and leave the signal to
         # the workers, which Slurm signals directly; an ignored signal stays ignored across exec,
         # and the trainer installs its own handler.
-        self._proc = subprocess.Popen(cmd, cwd=self.cwd,
+        self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=os.environ | TORCHRUN_ENV,
                                       preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
         threading.Thread(target=lambda: (self._proc.wait(), self._done.set()), daemon=True).start()
         while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
             pass
-        if self._proc.returncode != 0:
+        outcome = run_outcome(Path(self.cwd) / self.run_dir) if self.run_dir else None
+        # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
+        # workers saved and stopped cleanly: the run's own log says what happened.
+        if self._proc.returncode != 0 and outcome != "preempted":
             where = f" and in {self.run_dir}/errors.jsonl" if self.run_dir else ""
             raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
                                f"the failing rank's error is above{where}")
-        if not self.run_dir:
-            return "done"
-        outcome = run_outcome(Path(self.cwd) / self.run_dir)
         job_id = os.environ.get("SLURM_JOB_ID")
         if outcome == "preempted" and env.global_rank == 0 and job_id:
             # The workers saved and stopped on a signal that no requeue follows (a SIGTERM from
@@ -78,7 +78,7 @@ class TorchrunJob:
             # already requeuing or ending it, scontrol refuses and nothing changes.
             done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
             print(f"[harness] run stopped at a checkpoint; requeue: {done.stderr.strip() or 'done'}", flush=True)
-        return outcome
+        return outcome or "done"
 
     def checkpoint(self) -> "object":
         """Called by submitit on task 0 when USR2 arrives: the workers got the signal too and are
@@ -92,12 +92,11 @@ class TorchrunJob:
 
 
 def run_outcome(run_dir: Path) -> str:
-    """How the last start of a run ended, from its metrics (finished, preempted, ...)."""
+    """How the latest start of a run ended, from its metrics: finished, preempted, failed, ..."""
     from harness.metrics import read_metrics
+    from harness.status import run_state
 
-    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-    stops = [r for r in rows if r["kind"] == "stop"]
-    return stops[-1]["reason"] if stops else "unknown"
+    return run_state(read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else [])
 
 
 # ----------------------------------------------------------------------------- checks before queueing
@@ -235,7 +234,7 @@ def run_local(spec: Experiment) -> int:
            f"--nproc-per-node={spec.cluster.nproc_per_node}", f"--max-restarts={spec.train.max_restarts}",
            "-m", "harness.train", spec.run_dir]
     print(shlex.join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=os.environ | TORCHRUN_ENV)
 
 
 def submit_eval(argv: list[str]) -> None:
@@ -264,8 +263,24 @@ def submit_eval(argv: list[str]) -> None:
           f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
 
 
+FLAGS_HELP = """harness.submit's own flags:
+  --dry-run        print the sbatch script and the torchrun command; submit and create nothing
+  --local          run the same job on this machine without Slurm (one node)
+  --resume         resubmit the run in RUN_DIR (changes that keep its checkpoints valid are allowed)
+  --allow-changes  resubmit an existing run dir whose spec differs in fields that keep checkpoints valid
+  --sweep-index N  one run of a sweep
+  --eval hellaswag|val-loss TARGET [harness.eval options] [--cluster.field value ...]
+                   submit an evaluation of a run, checkpoint or HuggingFace GPT-2 directory
+  --init-run-dir   (for sbatch/train.sh) validate, create the run dir, record the job, print its path
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__ + "\n" + FLAGS_HELP + "\nSpec fields (--field value), as for harness.train:")
+        config.override_parser("python -m harness.submit EXPERIMENT.py", Experiment()).print_help()
+        return
     if argv and argv[0] == "--eval":
         try:
             return submit_eval(argv[1:])

@@ -25,13 +25,15 @@ NPROC_PER_NODE=${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
 RUN_DIR=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
           --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
 HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# Each rendezvous round gets a fresh store: with torchrun's shared store, a worker group restarted
+# after a failure can read the previous attempt's addresses and hang (harness/cluster.py).
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 PORT=$(python -c "from harness.cluster import rendezvous_port; print(rendezvous_port('$SLURM_JOB_ID'))")
 
 # The signal reaches only this shell: pass it on to every process of the job step (the workers
-# save a checkpoint and exit), and remember to requeue. torchrun's agent must not die of USR2, so
-# each node task ignores it before exec'ing torchrun; the trainer installs its own handler.
-preempted=0
-trap 'preempted=1; echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
+# save a checkpoint and exit). torchrun's agent must not die of USR2, so each node task ignores it
+# before exec'ing torchrun; the trainer installs its own handler.
+trap 'echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
 
 # bash runs a trap only between commands: run srun in the background and wait for it.
 srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec python -m torch.distributed.run \
@@ -44,9 +46,11 @@ while :; do
   kill -0 "$srun_pid" 2>/dev/null || break  # `wait` also returns when a trapped signal arrives
 done
 
+# The run's own log says how it ended. Stopped at a checkpoint by a signal (preemption, time limit,
+# SIGTERM): back into the queue; the next start resumes from that checkpoint.
 outcome=$(python -c "from harness.submit import run_outcome; print(run_outcome(__import__('pathlib').Path('$RUN_DIR')))")
 echo "training step ended: exit $status, run $outcome"
-if [ "$preempted" = 1 ] && [ "$outcome" != finished ]; then
+if [ "$outcome" = preempted ]; then
   scontrol requeue "$SLURM_JOB_ID" && echo "requeued job $SLURM_JOB_ID"
   exit 0
 fi

@@ -6,6 +6,7 @@ replayed with HARNESS_CHAOS_SEED=<seed>.
 """
 
 import json
+import math
 import os
 import random
 import re
@@ -35,7 +36,8 @@ from tests.slurm_helpers import (
 )
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
-STEPS = 80
+STEPS = 160
+LEAD_S = 300  # the job's signal lead: long, so that the time-limit warning can be made due at once
 
 
 def interrupt(kind: str, job: str, run_dir: Path) -> None:
@@ -43,10 +45,13 @@ def interrupt(kind: str, job: str, run_dir: Path) -> None:
         preempt_with_high_priority_job()
     elif kind == "requeue":  # an operator's requeue: SIGTERM to every process, then back in the queue
         run("scontrol", "requeue", job)
-    elif kind == "timelimit":  # the time limit comes close: Slurm sends USR2 signal_lead_s before it
-        elapsed = run("squeue", "-h", "-j", job, "-o", "%M").stdout.strip()
-        minutes = sum(int(x) * 60 ** i for i, x in enumerate(reversed(elapsed.split(":")))) / 60
-        run("scontrol", "update", f"JobId={job}", f"TimeLimit={int(minutes) + 2}")
+    elif kind == "timelimit":
+        # Bring the time limit close enough that its warning (USR2, LEAD_S before the limit) is due
+        # at slurmctld's next time-limit check (every 30 s); limits are whole minutes, so the job
+        # is left between LEAD_S - 60 and LEAD_S seconds, and the kill stays minutes away.
+        elapsed = run("squeue", "-h", "-j", job, "-o", "%M").stdout.strip().replace("-", ":")
+        seconds = sum(int(x) * f for x, f in zip(reversed(elapsed.split(":")), (1, 60, 3600, 86400), strict=False))
+        run("scontrol", "update", f"JobId={job}", f"TimeLimit={math.ceil((seconds + LEAD_S - 60) / 60)}")
     elif kind == "usr2":  # the preemption signal by hand
         run("scancel", "--signal=USR2", job)
     elif kind == "term":  # SIGTERM to the job's processes, with no requeue from Slurm
@@ -61,7 +66,8 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
     seed = int(os.environ.get("HARNESS_CHAOS_SEED", random.SystemRandom().randrange(10**6)))
     print(f"chaos seed {seed}")
     rng = random.Random(seed)
-    kinds = rng.sample(["preempt", "requeue", "timelimit", "usr2", "term", "kill_worker"], 6)
+    kinds = rng.sample(["preempt", "requeue", "usr2", "term", "kill_worker"], 5)
+    kinds.insert(rng.randrange(3), "timelimit")  # early: its signal may take up to 30 s to come
 
     reference = tmp_path / "reference"
     run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.train",
@@ -70,7 +76,7 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
 
     run_dir = tmp_path / "run"
     out = harness_submit("experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir),
-                         *tiny(STEPS), *CLUSTER).stdout
+                         *tiny(STEPS), *CLUSTER, "--cluster.signal_lead_s", str(LEAD_S)).stdout
     job = re.search(r"job (\d+)", out).group(1)
     logs = run_dir / "slurm"
     wait_until("the first start", lambda: progress(run_dir)[0] == 1, logs=logs)
