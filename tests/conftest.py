@@ -45,3 +45,23 @@ def slurm_cluster() -> Path:
     if os.environ.get("HARNESS_KEEP_SLURM") != "1":
         subprocess.run(["bash", str(REPO / "scripts/local_slurm/stop.sh"), str(SLURM_STATE), "--purge"],
                        timeout=300)
+
+
+# hellaswag
+
+
+@pytest.fixture(scope="session")
+def hellaswag() -> Path:
+    """The real HellaSwag validation split (10,042 rows) as a datasets.save_to_disk directory."""
+    from tests.hellaswag_data import hellaswag_dir
+
+    return hellaswag_dir()
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread in this process: the scoring comparisons run beside subprocesses on 2 cores."""
+    from tests.hellaswag_data import torch_threads
+
+    with torch_threads():
+        yield

@@ -95,6 +95,7 @@ def shakespeare_run(base: Path) -> tuple[Path, Path]:
     data, run_dir = base / "shakespeare", base / "shakespeare-run"
     run("-m", "harness.prepare", "shakespeare", "--out", str(data))
     run("-m", "harness.train", "experiments/shakespeare.py", "--data.dir", str(data), "--run_dir", str(run_dir),
-        "--schedule.steps", "20", "--train.batch_tokens", "1024", "--train.micro_batch", "8", "--eval.val_every", "0",
+        "--schedule.steps", "20", "--schedule.warmup", "3", "--train.batch_tokens", "1024", "--train.micro_batch", "8",
+        "--eval.val_every", "0",
         "--eval.sample_every", "0", "--checkpoint.every", "20", "--log.wandb", "disabled")
     return data, run_dir

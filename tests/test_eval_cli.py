@@ -14,21 +14,11 @@ from harness.data import ShardedTokenReader
 from harness.distributed import DistEnv
 from harness.eval.hellaswag import evaluate_hellaswag
 from harness.eval.val_loss import val_loss
-from tests.hellaswag_data import ROOT, hellaswag_dir, run, shakespeare_run, subprocess_env, torch_threads
+from tests.hellaswag_data import ROOT, run, shakespeare_run, subprocess_env
 
 LIMIT = 40
 SINGLE = DistEnv(0, 0, 1, torch.device("cpu"), None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads():
-        yield
-
-
-@pytest.fixture(scope="session")
-def hellaswag():
-    return hellaswag_dir()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

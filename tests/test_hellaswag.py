@@ -14,22 +14,12 @@ from harness.distributed import DistEnv
 from harness.eval import hellaswag as hs
 from harness.model import GPT, ModelConfig
 from harness.tokenizer import gpt2_encoding
-from tests.hellaswag_data import ROWS, hellaswag_dir, shakespeare_run, torch_threads
+from tests.hellaswag_data import ROWS, shakespeare_run
 
 N = 40  # the first examples, compared with the reference
 LONG = 8  # and the first examples too long for a 128-token context (WikiHow's, from row 3,254 on)
 SINGLE = DistEnv(0, 0, 1, torch.device("cpu"), None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    with torch_threads():
-        yield
-
-
-@pytest.fixture(scope="session")
-def hellaswag():
-    return hellaswag_dir()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")

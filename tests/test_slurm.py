@@ -180,4 +180,4 @@ def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path:
     (spec,) = config.parse_cli(args, "test")
     config.init_run_dir(spec)
     proc = harness_submit(*args, "--optim.lr", "1e-3", check=False)
-    assert proc.returncode != 0 and "optim.lr: 0.003 -> 0.001" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and f"optim.lr: {spec.optim.lr} -> 0.001" in proc.stderr, proc.stderr
