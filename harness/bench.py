@@ -227,15 +227,17 @@ def bench_checkpoint(args: argparse.Namespace) -> dict:
     try:
         for mode in ("sync", "async"):
             ckpt = Checkpointer(root / mode, CheckpointConfig(keep=2, async_save=mode == "async"), env)
-            t0 = time.perf_counter()
-            ckpt.save(1, model.state_dict(), opt.state_dict(), {"rng": rng_state(env.device)}, {"spec": {}})
-            blocked = time.perf_counter() - t0
-            ckpt.finish()
-            total = time.perf_counter() - t0
-            figures |= {f"{mode}_blocked_s": round(blocked, 3), f"{mode}_total_s": round(total, 3)}
-        size = sum(f.stat().st_size for f in (root / "sync" / "step_00000001").iterdir())
+            # Two saves: the first async one allocates its staging buffers, later ones reuse them.
+            for step, label in ((1, f"{mode}_first"), (2, mode)):
+                t0 = time.perf_counter()
+                ckpt.save(step, model.state_dict(), opt.state_dict(), {"rng": rng_state(env.device)}, {"spec": {}})
+                blocked = time.perf_counter() - t0
+                ckpt.finish()
+                total = time.perf_counter() - t0
+                figures |= {f"{label}_blocked_s": round(blocked, 3), f"{label}_total_s": round(total, 3)}
+        size = sum(f.stat().st_size for f in (root / "sync" / "step_00000002").iterdir())
         t0 = time.perf_counter()
-        state = load(root / "sync" / "step_00000001", 0, 1)
+        state = load(root / "sync" / "step_00000002", 0, 1)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         figures |= {"load_s": round(time.perf_counter() - t0, 3), "bytes": size, "params": model.num_params()}
@@ -244,7 +246,8 @@ def bench_checkpoint(args: argparse.Namespace) -> dict:
     where = args.dir or tempfile.gettempdir()
     rows = [("checkpoint", f"{size / 1e9:.2f} GB (model + AdamW, {model.num_params() / 1e6:.0f}M params) in {where}"),
             ("save", f"{figures['sync_total_s']:.2f} s (training blocked all that time)"),
-            ("async save", f"training blocked {figures['async_blocked_s']:.2f} s, "
+            ("async save", f"training blocked {figures['async_blocked_s']:.2f} s "
+                           f"({figures['async_first_blocked_s']:.2f} s the first time), "
                            f"written in {figures['async_total_s']:.2f} s"),
             ("load", f"{figures['load_s']:.2f} s (CRC check + torch.load + load_state_dict)")]
     out = report("checkpoint", figures, rows)

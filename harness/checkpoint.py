@@ -90,6 +90,7 @@ class Checkpointer:
     def __init__(self, root: Path, cfg: CheckpointConfig, env: DistEnv):
         self.root, self.cfg, self.env = root, cfg, env
         self._pending: tuple[int, dict, threading.Thread, list] | None = None  # (step, meta, writer, errors)
+        self._staging: dict[str, torch.Tensor] = {}  # CPU copies for background saves, reused every save
         if env.is_main:
             root.mkdir(parents=True, exist_ok=True)
             for stale in root.glob(".step_*.tmp"):  # left by a save that was killed
@@ -116,7 +117,9 @@ class Checkpointer:
         errors: list[BaseException] = []
         if self.cfg.async_save:
             # Training continues once the state is on the CPU; the write finishes in the background.
-            files = {name: _to_cpu(obj) for name, obj in files.items()}
+            files = {name: _stage(obj, self._staging, {}, name) for name, obj in files.items()}
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # the non-blocking device-to-host copies must land first
             writer = threading.Thread(target=self._write, args=(tmp, files, errors), daemon=True)
             writer.start()
             self._pending = (step, meta, writer, errors)
@@ -182,22 +185,29 @@ class Checkpointer:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _to_cpu(obj: object, copies: dict | None = None) -> object:
-    copies = {} if copies is None else copies
+def _stage(obj: object, buffers: dict, copies: dict, path: str = "") -> object:
+    """A CPU snapshot of `obj` for a background write, copied into `buffers` kept from the last save:
+    reusing them avoids allocating (and page-faulting) a fresh copy of the whole state every time,
+    which is most of the time training waits. Buffers are pinned when the source is on a GPU, so
+    the copies overlap."""
     if isinstance(obj, torch.Tensor):
         # Entries that view the same memory (the tied embedding) share one copy of it, so the file
         # stores it once, as torch.save does for the live tensors.
         key = (obj.device, obj.data_ptr(), obj.dtype, obj.shape, obj.stride())
         if key not in copies:
-            copies[key] = obj.detach().to("cpu", copy=True)
+            buf = buffers.get(path)
+            if buf is None or buf.shape != obj.shape or buf.dtype != obj.dtype:
+                buf = buffers[path] = torch.empty(obj.shape, dtype=obj.dtype, pin_memory=obj.is_cuda)
+            buf.copy_(obj.detach(), non_blocking=obj.is_cuda)
+            copies[key] = buf
         return copies[key].detach()  # a tensor object of its own over the shared copy
     if isinstance(obj, dict):
-        out = type(obj)((k, _to_cpu(v, copies)) for k, v in obj.items())
+        out = type(obj)((k, _stage(v, buffers, copies, f"{path}/{k}")) for k, v in obj.items())
         if hasattr(obj, "_metadata"):  # a state_dict's module versions, which load_state_dict reads
             out._metadata = obj._metadata
         return out
     if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v, copies) for v in obj)
+        return type(obj)(_stage(v, buffers, copies, f"{path}/{i}") for i, v in enumerate(obj))
     return obj
 
 
