@@ -86,11 +86,12 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", exp.checkpoint, env)
         self.log = None
 
-        self.ddp = DDP(self.model, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
+        # Compile the model, then wrap it in DDP (as build-nanogpt does): DDP's no_sync flag and its
+        # gradient hooks stay outside the compiled graph. Evaluation and checkpoints use self.model.
+        compiled = torch.compile(self.model) if tc.compile else self.model
+        self.ddp = DDP(compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
             if env.distributed else None
-        self.train_module = self.ddp or self.model
-        if tc.compile:
-            self.train_module = torch.compile(self.train_module)
+        self.train_module = self.ddp or compiled
         self.hosts = distributed.gather(socket.gethostname(), env)
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         self.peak_flops = peak_flops(self.device, tc.peak_tflops)
@@ -124,7 +125,10 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         meta = state["meta"]
         saved = config.from_json(json.dumps(meta["spec"]), f"checkpoint step {meta['step']}")
-        changes = config.breaking_changes(config.diff(saved, self.exp))
+        # What changed since this checkpoint was written: harness.submit may already have rewritten
+        # config.json, so the run directory's copy cannot tell the start event what changed.
+        self.spec_changes = config.diff(saved, self.exp)
+        changes = config.breaking_changes(self.spec_changes)
         if changes:
             raise SpecError(f"checkpoint step {meta['step']} was written by a different spec: "
                             f"{config.describe(changes)}; use another run_dir to start a new run")

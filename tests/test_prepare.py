@@ -297,3 +297,23 @@ def test_killed_prepare_resumes_byte_identical(tmp_path, play_texts, capsys):
     with pytest.raises(SystemExit, match="already holds a dataset prepared with other settings"):
         main([*args[:2], "--shard-tokens", "40000", *args[4:], "--out", str(b)])
     assert snapshot(b) == snap_b
+
+
+@pytest.mark.parametrize("source", ["fineweb-edu-10b", "openwebtext"])
+def test_hub_sources_fail_fast_without_network(source: str, tmp_path: Path) -> None:
+    """No network (as on this machine and many compute nodes): an error in seconds, naming the
+    dataset and saying how to use local files, instead of datasets' retries."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        pytest.skip("huggingface.co is reachable from here")
+    except OSError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"HF_HOME": str(tmp_path / "hf")}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "harness.prepare", source, "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and time.time() - t0 < 30
+    assert "is unreachable" in proc.stderr and "--files" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()

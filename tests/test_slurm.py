@@ -181,3 +181,20 @@ def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path:
     config.init_run_dir(spec)
     proc = harness_submit(*args, "--optim.lr", "1e-3", check=False)
     assert proc.returncode != 0 and f"optim.lr: {spec.optim.lr} -> 0.001" in proc.stderr, proc.stderr
+
+
+def test_local_runs_the_same_job_without_slurm_and_resume_continues_it(shakespeare_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *tiny(4),
+            *CLUSTER]
+    proc = harness_submit(*args, "--local")  # one node: 1 process here, not 2 nodes
+    assert "--nproc-per-node=1" in proc.stdout
+    assert last_step(run_dir) == 4 and rows(run_dir, "start")[0]["world_size"] == 1
+    # --resume resubmits the run through Slurm, with a change that keeps its checkpoints valid.
+    out = harness_submit(str(run_dir), "--resume", "--schedule.steps", "6", "--cluster.nodes", "1").stdout
+    job = re.search(r"job (\d+)", out).group(1)
+    wait_until("the resumed run to finish", lambda: not queued(job) and rows(run_dir, "stop")[-1]["reason"]
+               == "finished" and last_step(run_dir) == 6, logs=run_dir / "slurm")
+    starts = rows(run_dir, "start")
+    assert [s["step"] for s in starts] == [0, 4] and starts[1]["spec_changes"].startswith("schedule.steps: 4 -> 6")

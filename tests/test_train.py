@@ -165,3 +165,20 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_resumes_exactly(straight_r
     assert all(resumed[s] == straight[s] for s in resumed)
     a, b = final_weights(straight_run), final_weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_restarted_run_continues_the_same_wandb_run(shakespeare_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run),
+            "--data.dir", str(shakespeare_dir), *TINY, "--log.wandb", "offline", "--schedule.warmup", "1",
+            "--checkpoint.every", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
+    for steps in ("2", "4"):  # the second start resumes from the first one's checkpoint
+        proc = subprocess.run([*base, "--schedule.steps", steps], cwd=REPO, capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    run_id = (run / "wandb_id").read_text().strip()
+    offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and all(name.endswith(f"-{run_id}") for name in offline)  # one wandb run, twice
+    metas = [json.loads((p / "meta.json").read_text()) for p in sorted((run / "checkpoints").glob("step_*"))]
+    assert {m["wandb_id"] for m in metas} == {run_id}
