@@ -10,6 +10,7 @@ SIGUSR2/SIGTERM (preemption, time limit, requeue) all ranks agree, save one chec
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -83,6 +84,7 @@ class Trainer:
         if found:
             self.resumed_from, state = found
             self._restore(state)
+            distributed.on_main(self._refuse_to_replay_a_divergence, env)
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", exp.checkpoint, env)
         self.log = None
 
@@ -137,6 +139,18 @@ class Trainer:
         self.train_data.load_state_dict(state["rank"]["train_reader"], reshard=self.exp.data.reshard)
         set_rng_state(state["rank"]["rng"], self.device)
         self.step = meta["step"]
+
+    def _refuse_to_replay_a_divergence(self) -> None:
+        """Resuming is exact, so a run that diverged would diverge again at the same step: a restart
+        (by torchrun, by a requeue, by hand) with an unchanged spec is refused at once instead of
+        retraining up to the same NaN max_restarts times."""
+        path = self.run_dir / "metrics.jsonl"
+        stops = [r for r in read_metrics(path) if r["kind"] == "stop"] if path.exists() else []
+        if stops and stops[-1]["reason"] == "nonfinite" and stops[-1].get("spec_hash") == _spec_hash(self.exp):
+            raise SpecError(f"{self.run_dir} stopped with a non-finite loss or gradient norm at step "
+                            f"{stops[-1]['failed_step']}, and resuming from {self.resumed_from} with the same spec "
+                            "would replay it exactly: change the spec (e.g. a lower --optim.lr, "
+                            "--optim.grad_clip) or set --train.on_nonfinite skip, then resume")
 
     # ------------------------------------------------------------------ the loop
 
@@ -228,7 +242,7 @@ class Trainer:
             at = bad if bad >= 0 else self.step
             good = list_checkpoints(self.run_dir / "checkpoints")
             last = str(good[-1]) if good else "none"
-            self._stop("nonfinite", failed_step=at)
+            self._stop("nonfinite", failed_step=at, spec_hash=_spec_hash(self.exp))
             raise NonFiniteError(f"non-finite loss or gradient norm at step {at}; last good checkpoint: {last} "
                                  "(lower optim.lr, or set train.on_nonfinite=skip, then resume)")
 
@@ -370,6 +384,10 @@ def _finite_or_none(x: float) -> float | None:
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _spec_hash(exp: Experiment) -> str:
+    return hashlib.sha256(config.to_json(exp).encode()).hexdigest()[:16]
 
 
 def _peak_memory_gb(device: torch.device) -> float:

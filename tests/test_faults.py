@@ -55,6 +55,16 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
                                        capture_output=True, text=True).stdout)
     assert status["state"] == "FAILED (NON-FINITE LOSS)"
 
+    # A restart with the same spec would replay the divergence exactly: refused at once, nothing logged.
+    lines = (run / "metrics.jsonl").read_text()
+    again = train(run, shakespeare_dir, *EXPLODE, check=False)
+    assert again.returncode != 0 and f"non-finite loss or gradient norm at step {stop['failed_step']}" in again.stderr
+    assert "with the same spec would replay it" in again.stderr and (run / "metrics.jsonl").read_text() == lines
+    # A changed spec resumes from the last good checkpoint.
+    train(run, shakespeare_dir, *EXPLODE, "--train.on_nonfinite", "skip")
+    start = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "start"][-1]
+    assert start["checkpoint"] == str(last_good) and "train.on_nonfinite: 'stop' -> 'skip'" in start["spec_changes"]
+
 
 def test_nonfinite_updates_can_be_skipped_instead(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
