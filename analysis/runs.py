@@ -51,7 +51,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     run_dir = Path(run_dir)
     spec = load_run_spec(run_dir)
     path = run_dir / "metrics.jsonl"
-    raw = pd.DataFrame(read_metrics(path)) if path.exists() else pd.DataFrame()
+    raw = pd.DataFrame(read_metrics(path))
     if not raw.empty:
         raw["hours"] = training_hours(raw)
         # HellaSwag, checkpoint and stop rows carry no token count: the trainer's own step x batch_tokens.

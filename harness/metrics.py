@@ -61,8 +61,11 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """All rows; a truncated or corrupt line (a run killed mid-write) is skipped with a warning."""
+    """All rows (none for a run that has not logged yet); a truncated or corrupt line (a run killed
+    mid-write) is skipped with a warning."""
     rows = []
+    if not path.exists():
+        return rows
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -77,8 +80,13 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
-def count_starts(path: Path) -> int:
-    return sum(r["kind"] == "start" for r in read_metrics(path)) if path.exists() else 0
+def history(path: Path) -> tuple[int, dict | None]:
+    """What a new start needs from the earlier ones: how many there were, and the last stop row."""
+    starts, last_stop = 0, None
+    for row in read_metrics(path):
+        starts += row["kind"] == "start"
+        last_stop = row if row["kind"] == "stop" else last_stop
+    return starts, last_stop
 
 
 def start_wandb(log: MetricsLog, cfg: LogConfig, run_dir: Path, name: str, config: dict) -> str:

@@ -70,7 +70,7 @@ def run_state(rows: list[dict], now: float | None = None) -> str:
 
 def run_status(run_dir: Path) -> dict:
     spec = json.loads((run_dir / "config.json").read_text())
-    rows = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    rows = read_metrics(run_dir / "metrics.jsonl")
     last = {r["kind"]: r for r in rows}  # the newest row of each kind
     total = spec["schedule"]["steps"]
     step = max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0)
@@ -103,7 +103,7 @@ def run_status(run_dir: Path) -> dict:
         "hellaswag": last.get("hellaswag", {}).get("acc_norm"),
         "tokens_per_s": tok_s,
         "eta_s": eta,
-        "restarts": sum(r["kind"] == "start" for r in rows) - 1 if rows else 0,
+        "restarts": max(0, sum(r["kind"] == "start" for r in rows) - 1),
         "checkpoint": int(ckpts[-1].name.split("_")[1]) if ckpts else None,
         "log": job.get("log"),
         "error": error,
@@ -118,7 +118,7 @@ def _fmt(s: dict) -> list[str]:
         if s["eta_s"] < 86400 else f"{s['eta_s'] / 86400:.1f}d"
     return [s["name"], str(s["job"] or "-"), s["state"], s["layout"], f"{s['step']}/{s['total_steps']}",
             num(s["train_loss"], ".4f"), num(s["val_loss"], ".4f"), num(s["hellaswag"], ".4f"),
-            num(s["tokens_per_s"], ",.0f"), eta, str(max(0, s["restarts"])),
+            num(s["tokens_per_s"], ",.0f"), eta, str(s["restarts"]),
             str(s["checkpoint"] if s["checkpoint"] is not None else "-"), s["log"] or s["run_dir"]]
 
 

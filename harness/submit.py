@@ -96,7 +96,7 @@ def run_outcome(run_dir: Path) -> str:
     from harness.metrics import read_metrics
     from harness.status import run_state
 
-    return run_state(read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else [])
+    return run_state(read_metrics(run_dir / "metrics.jsonl"))
 
 
 # ----------------------------------------------------------------------------- checks before queueing

@@ -40,7 +40,7 @@ from harness.data import DataError, ShardedTokenReader, load_manifest
 from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate_hellaswag
 from harness.eval.val_loss import val_loss
 from harness.generate import sample
-from harness.metrics import MetricsLog, count_starts, read_metrics, start_wandb
+from harness.metrics import MetricsLog, history, read_metrics, start_wandb
 from harness.model import GPT, peak_flops
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
@@ -80,11 +80,14 @@ class Trainer:
         if exp.eval.hellaswag_every:  # missing HellaSwag data fails now, not hours in at the first evaluation
             cached_examples(exp.eval.hellaswag_data or None, exp.eval.hellaswag_limit, env)
         self.step, self.wandb_id, self.resumed_from = 0, None, None
+        # Rank 0 reads the earlier starts' rows once, for every rank: the restart number, and how the
+        # last start ended.
+        self.restart, last_stop = distributed.on_main(lambda: history(self.run_dir / "metrics.jsonl"), env)
         found = load_latest(self.run_dir / "checkpoints", env.rank, env.world_size, exp.data.reshard)
         if found:
             self.resumed_from, state = found
             self._restore(state)
-            distributed.on_main(self._refuse_to_replay_a_divergence, env)
+            self._refuse_to_replay_a_divergence(last_stop)
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", exp.checkpoint, env)
         self.log = None
 
@@ -140,15 +143,13 @@ class Trainer:
         set_rng_state(state["rank"]["rng"], self.device)
         self.step = meta["step"]
 
-    def _refuse_to_replay_a_divergence(self) -> None:
+    def _refuse_to_replay_a_divergence(self, last_stop: dict | None) -> None:
         """Resuming is exact, so a run that diverged would diverge again at the same step: a restart
         (by torchrun, by a requeue, by hand) with an unchanged spec is refused at once instead of
         retraining up to the same NaN max_restarts times."""
-        path = self.run_dir / "metrics.jsonl"
-        stops = [r for r in read_metrics(path) if r["kind"] == "stop"] if path.exists() else []
-        if stops and stops[-1]["reason"] == "nonfinite" and stops[-1].get("spec_hash") == _spec_hash(self.exp):
+        if last_stop and last_stop["reason"] == "nonfinite" and last_stop.get("spec_hash") == _spec_hash(self.exp):
             raise SpecError(f"{self.run_dir} stopped with a non-finite loss or gradient norm at step "
-                            f"{stops[-1]['failed_step']}, and resuming from {self.resumed_from} with the same spec "
+                            f"{last_stop['failed_step']}, and resuming from {self.resumed_from} with the same spec "
                             "would replay it exactly: change the spec (e.g. a lower --optim.lr, "
                             "--optim.grad_clip) or set --train.on_nonfinite skip, then resume")
 
@@ -190,7 +191,7 @@ class Trainer:
         if not self.env.is_main:
             return
         exp, tc, path = self.exp, self.exp.train, self.run_dir / "metrics.jsonl"
-        self.log = MetricsLog(path, restart=count_starts(path))
+        self.log = MetricsLog(path, restart=self.restart)
         self.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
         device = _device_name(self.device)
         self.log.write("start", step=self.step, world_size=self.env.world_size, device=device,
