@@ -36,12 +36,31 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
-def slurm_state(job_id: str) -> str | None:
-    """The job's state from squeue, or from sacct once it left the queue (if accounting exists)."""
+def last_job(run_dir: Path) -> dict | None:
+    """The newest job recorded in the run's jobs.jsonl (by harness.submit or sbatch/train.sh)."""
+    path = run_dir / "jobs.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return None
+
+
+def queue_state(job_id: str) -> str | None:
+    """The job's state while squeue lists it (pending, running, ...); None once it left the queue."""
     if shutil.which("squeue"):
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.split()[0]
+    return None
+
+
+def slurm_state(job_id: str) -> str | None:
+    """The job's state from squeue, or from sacct once it left the queue (if accounting exists)."""
+    if state := queue_state(job_id):
+        return state
     if shutil.which("sacct"):
         out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
                              text=True)
@@ -74,9 +93,7 @@ def run_status(run_dir: Path) -> dict:
     last = {r["kind"]: r for r in rows}  # the newest row of each kind
     total = spec["schedule"]["steps"]
     step = max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0)
-    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()] \
-        if (run_dir / "jobs.jsonl").exists() else []
-    job = jobs[-1] if jobs else {}
+    job = last_job(run_dir) or {}
     queue = slurm_state(str(job["job_id"])) if job else None
     state = queue or run_state(rows).upper()
     error = None

@@ -24,6 +24,8 @@ from pathlib import Path
 from harness import config
 from harness.cluster import TORCHRUN_ENV, ClusterConfig, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
+from harness.metrics import read_metrics
+from harness.status import last_job, queue_state, run_state
 
 OWN_FLAGS = ("--dry-run", "--local", "--resume", "--allow-changes", "--init-run-dir")
 
@@ -93,9 +95,6 @@ class TorchrunJob:
 
 def run_outcome(run_dir: Path) -> str:
     """How the latest start of a run ended, from its metrics: finished, preempted, failed, ..."""
-    from harness.metrics import read_metrics
-    from harness.status import run_state
-
     return run_state(read_metrics(run_dir / "metrics.jsonl"))
 
 
@@ -121,12 +120,8 @@ def check_cluster(specs: list[Experiment]) -> None:
 
 def queued_job(run_dir: Path) -> str | None:
     """The id of a job of this run that is still pending or running, if any."""
-    jobs = run_dir / "jobs.jsonl"
-    if not jobs.exists() or shutil.which("squeue") is None:
-        return None
-    last = json.loads(jobs.read_text().strip().splitlines()[-1])["job_id"]
-    out = subprocess.run(["squeue", "-h", "-j", str(last), "-o", "%T"], capture_output=True, text=True)
-    return last if out.returncode == 0 and out.stdout.strip() else None
+    job = last_job(run_dir)
+    return job["job_id"] if job and queue_state(str(job["job_id"])) else None
 
 
 def record_job(run_dir: Path, **fields: object) -> None:
