@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from harness.distributed import DistEnv, any_rank, barrier
 from harness.shards import fsync_dir
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+T = TypeVar("T")
 
 
 @dataclass
@@ -273,16 +276,28 @@ def _load_file(path: Path) -> object:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
 
-def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; corrupt or incomplete newer ones are skipped with a warning."""
+def _newest_that_loads(root: Path, load_one: Callable[[Path], T]) -> tuple[Path, T] | None:
+    """`load_one` of the newest checkpoint under `root` for which it succeeds; corrupt or incomplete
+    newer ones are skipped with a warning. A layout error is the user's decision, not skipped."""
     for path in reversed(list_checkpoints(root)):
         try:
-            return path, load(path, rank, world_size, reshard)
+            return path, load_one(path)
         except CheckpointLayoutError:
             raise
         except CheckpointError as e:
             print(f"WARNING: skipping checkpoint {path}: {e}", file=sys.stderr, flush=True)
     return None
+
+
+def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -> tuple[Path, dict] | None:
+    """What a rank needs to resume from the newest checkpoint that loads."""
+    return _newest_that_loads(root, lambda path: load(path, rank, world_size, reshard))
+
+
+def is_huggingface_dir(path: Path) -> bool:
+    """A HuggingFace model directory; a harness run's config.json has no model_type."""
+    config = path / "config.json"
+    return config.exists() and "model_type" in json.loads(config.read_text())
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["torch.nn.Module", dict]:
@@ -291,21 +306,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["t
     from harness.model import GPT, ModelConfig, load_hf_gpt2
 
     path = Path(path)
-    if (path / "config.json").exists() and "model_type" in json.loads((path / "config.json").read_text()):
-        model = load_hf_gpt2(path)  # a harness run's config.json has no model_type
+    if is_huggingface_dir(path):
+        model = load_hf_gpt2(path)
         return model.to(device).eval(), {"source": "huggingface", "path": str(path), "step": None}
-    run_dir = not (path / "meta.json").exists()
-    candidates = list(reversed(list_checkpoints(path / "checkpoints"))) if run_dir else [path]  # newest first
-    for ckpt in candidates:
-        try:
-            meta, state = read_meta(ckpt), _load_file(ckpt / "model.pt")
-        except CheckpointError as e:
-            if not run_dir:
-                raise
-            print(f"WARNING: skipping checkpoint {ckpt}: {e}", file=sys.stderr)
-            continue
-        model = GPT(ModelConfig(**meta["spec"]["model"]))
-        model.load_state_dict(state)
-        info = {"source": "checkpoint", "path": str(ckpt), "step": meta["step"], "name": meta["spec"]["name"]}
-        return model.to(device).eval(), info
-    raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'} (nor a HuggingFace GPT-2 dir)")
+
+    def weights(ckpt: Path) -> tuple[dict, dict]:
+        return read_meta(ckpt), _load_file(ckpt / "model.pt")  # the optimizer state is not needed
+
+    found = (path, weights(path)) if (path / "meta.json").exists() else _newest_that_loads(path / "checkpoints",
+                                                                                          weights)
+    if found is None:
+        raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'} "
+                              "(nor a HuggingFace GPT-2 dir)")
+    ckpt, (meta, state) = found
+    model = GPT(ModelConfig(**meta["spec"]["model"]))
+    model.load_state_dict(state)
+    info = {"source": "checkpoint", "path": str(ckpt), "step": meta["step"], "name": meta["spec"]["name"]}
+    return model.to(device).eval(), info

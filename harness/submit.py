@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from harness import config
+from harness.checkpoint import is_huggingface_dir
 from harness.cluster import TORCHRUN_ENV, ClusterConfig, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
 from harness.metrics import read_metrics
@@ -243,7 +244,7 @@ def submit_eval(argv: list[str]) -> None:
                     or (i > 0 and argv[i - 1].startswith("--cluster."))]
     eval_args = [a for a in argv[2:] if a not in cluster_args]
     run_dir = next((d for d in (target, *target.parents) if (d / "config.json").exists()
-                    and "model_type" not in (d / "config.json").read_text()), None)
+                    and not is_huggingface_dir(d)), None)
     base = config.load_run_spec(run_dir) if run_dir else Experiment(name=f"eval-{target.name}")
     cli = config.override_parser("python -m harness.submit --eval", base)
     spec = dataclasses.replace(base, name=f"eval-{base.name}",
