@@ -367,7 +367,15 @@ def describe(changes: dict[str, tuple[object, object]]) -> str:
     return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
 
 
+def _digest(fields: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def fingerprint(exp: Experiment) -> str:
     """Identifies what a checkpoint depends on: the resume-breaking fields."""
-    parts = {k: v for k, v in flatten(exp).items() if k.startswith(RESUME_BREAKING)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return _digest({k: v for k, v in flatten(exp).items() if k.startswith(RESUME_BREAKING)})
+
+
+def spec_hash(exp: Experiment) -> str:
+    """Identifies the whole spec: any change to any field changes it."""
+    return _digest(flatten(exp))

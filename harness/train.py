@@ -10,7 +10,6 @@ SIGUSR2/SIGTERM (preemption, time limit, requeue) all ranks agree, save one chec
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -147,7 +146,8 @@ class Trainer:
         """Resuming is exact, so a run that diverged would diverge again at the same step: a restart
         (by torchrun, by a requeue, by hand) with an unchanged spec is refused at once instead of
         retraining up to the same NaN max_restarts times."""
-        if last_stop and last_stop["reason"] == "nonfinite" and last_stop.get("spec_hash") == _spec_hash(self.exp):
+        diverged = last_stop is not None and last_stop["reason"] == "nonfinite"
+        if diverged and last_stop.get("spec_hash") == config.spec_hash(self.exp):
             raise SpecError(f"{self.run_dir} stopped with a non-finite loss or gradient norm at step "
                             f"{last_stop['failed_step']}, and resuming from {self.resumed_from} with the same spec "
                             "would replay it exactly: change the spec (e.g. a lower --optim.lr, "
@@ -243,7 +243,7 @@ class Trainer:
             at = bad if bad >= 0 else self.step
             good = list_checkpoints(self.run_dir / "checkpoints")
             last = str(good[-1]) if good else "none"
-            self._stop("nonfinite", failed_step=at, spec_hash=_spec_hash(self.exp))
+            self._stop("nonfinite", failed_step=at, spec_hash=config.spec_hash(self.exp))
             raise NonFiniteError(f"non-finite loss or gradient norm at step {at}; last good checkpoint: {last} "
                                  "(lower optim.lr, or set train.on_nonfinite=skip, then resume)")
 
@@ -385,10 +385,6 @@ def _finite_or_none(x: float) -> float | None:
 
 def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def _spec_hash(exp: Experiment) -> str:
-    return hashlib.sha256(config.to_json(exp).encode()).hexdigest()[:16]
 
 
 def _peak_memory_gb(device: torch.device) -> float:
