@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from analysis.runs import Run, data_source, load_runs, summary_table
+from harness.atomic import replace_text
 
 # OpenAI's GPT-2 124M on each dataset's validation split, drawn where a run's data matches.
 VAL_LOSS_REFERENCES = {
@@ -240,9 +241,7 @@ def markdown(table: pd.DataFrame) -> str:
 def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for name, text in (("summary.md", markdown(table)), ("summary.csv", table.to_csv(index=False))):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        replace_text(out / name, text)
         written.append(out / name)
     return written
 

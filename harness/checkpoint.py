@@ -27,8 +27,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from harness.atomic import fsync_dir
 from harness.distributed import DistEnv, any_rank, barrier
-from harness.shards import fsync_dir
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 T = TypeVar("T")

@@ -21,6 +21,7 @@ from typing import Literal
 import simple_parsing
 from simple_parsing.helpers.serialization import from_dict, to_dict
 
+from harness.atomic import replace_text
 from harness.checkpoint import CheckpointConfig
 from harness.cluster import ClusterConfig
 from harness.data import DataConfig, DataError, load_manifest
@@ -203,9 +204,7 @@ def init_run_dir(exp: Experiment, allow: str = "compatible") -> dict[str, tuple[
                             "use another name or run_dir" + (", or allow the change" if allow == "none" else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     if changes or not path.exists():
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(to_json(exp))
-        tmp.replace(path)
+        replace_text(path, to_json(exp))
     return changes
 
 

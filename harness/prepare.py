@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from harness.shards import TOKEN_DTYPE, file_sha256, fsync_dir, shard_num_tokens, write_shard
+from harness.atomic import fsync_dir, replace_text
+from harness.shards import TOKEN_DTYPE, file_sha256, shard_num_tokens, write_shard
 from harness.sources import HUB, Source, SourceError, SplitRule, hub, local_files, shakespeare
 from harness.tokenizer import EOT, GPT2_RANKS_SHA256, VOCAB_SIZE, gpt2_encoding
 
@@ -209,9 +210,7 @@ def prepare(source: Source, out: Path, shard_tokens: int = 100_000_000, workers:
         w.flush()
     manifest = _manifest(config, {s: w.state for s, w in writers.items()}, context_length)
     manifest["prepare_seconds"] = round(time.time() - t0, 1)
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    replace_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     (out / PROGRESS).unlink(missing_ok=True)
     fsync_dir(out)
     return manifest

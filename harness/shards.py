@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import fsync_dir
+
 MAGIC = 20240520
 VERSION = 1
 HEADER_WORDS = 256
@@ -20,15 +22,6 @@ TOKEN_DTYPE = np.uint16  # GPT-2's 50257 ids fit in 16 bits: half the bytes of i
 
 class ShardError(ValueError):
     """A shard file that must not be used; the message names the file and what is wrong."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> str:

@@ -25,6 +25,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import config, distributed
+from harness.atomic import replace_text
 from harness.auto_batch import choose_micro_batch
 from harness.checkpoint import (
     Checkpointer,
@@ -357,9 +358,7 @@ class Trainer:
             "restarts": len(starts) - 1,
             "devices": f"{self.env.world_size} x {_device_name(self.device)}",
         }
-        path = self.run_dir / "summary.json"
-        path.with_suffix(".tmp").write_text(json.dumps(summary, indent=1) + "\n")
-        path.with_suffix(".tmp").replace(path)
+        replace_text(self.run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         self.print("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
     def record_error(self, e: BaseException) -> None:

@@ -13,7 +13,6 @@ eval_val_loss.json in the checkpoint or HuggingFace directory).
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from harness import distributed
+from harness.atomic import replace_text
 from harness.checkpoint import CheckpointError, load_model
 from harness.data import DataError, ShardedTokenReader
 from harness.eval import EvalConfig
@@ -84,12 +84,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_json(path: Path, result: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")  # replaced into place: a reader never sees half a file
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 @record  # under torchrun, the first failing rank's traceback heads the job's error report
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
@@ -107,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                "world_size": env.world_size}
     if env.is_main:
         print(json.dumps(result), flush=True)
-        write_json(Path(info["path"]) / filename, result)
+        replace_text(Path(info["path"]) / filename, json.dumps(result, indent=1) + "\n")
     del model
     distributed.teardown(env)
     return result
