@@ -27,8 +27,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from harness import distributed
-from harness.model import GPT, ModelConfig, peak_flops
+from harness.model import GPT, ModelConfig, autocast, model_flops_utilisation, peak_flops
 from harness.optim import OptimConfig, build_optimizer
+from harness.tokenizer import VOCAB_SIZE
 
 
 def machine() -> dict:
@@ -98,23 +99,21 @@ class ReferenceGPT(nn.Module):
 def time_train_steps(model: nn.Module, args: argparse.Namespace, env: distributed.DistEnv) -> list[float]:
     """Seconds per optimizer step (forward, backward, AdamW), after warm-up."""
     dev = env.device
-    use_bf16 = args.dtype == "bfloat16" or (args.dtype == "auto" and dev.type == "cuda")
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+    precision = autocast(dev, args.dtype)
     opt = build_optimizer(model, OptimConfig(), dev.type)
-    train_model = model
+    # As the trainer does: compile the model, then wrap it in DDP.
+    train_model = torch.compile(model) if args.compile else model
     if env.distributed:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[env.local_rank] if dev.type == "cuda"
-                                                          else None)
-    if args.compile:
-        train_model = torch.compile(train_model)
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=[env.local_rank]
+                                                          if dev.type == "cuda" else None)
     g = torch.Generator(device="cpu").manual_seed(env.rank)
-    x = torch.randint(0, 50257, (args.micro_batch, args.seq_len + 1), generator=g).to(dev)
+    x = torch.randint(0, VOCAB_SIZE, (args.micro_batch, args.seq_len + 1), generator=g).to(dev)
     times = []
     for i in range(args.warmup + args.steps):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with autocast:
+        with precision:
             _, loss = train_model(x[:, :-1], x[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -135,9 +134,8 @@ def bench_train(args: argparse.Namespace) -> dict:
     dt = statistics.median(time_train_steps(model, args, env))
     tokens = args.micro_batch * args.seq_len * env.world_size
     tok_s = tokens / dt
-    flops = model.flops_per_token(args.seq_len)
-    peak = peak_flops(env.device, args.peak_tflops)
-    mfu = flops * tok_s / (peak * env.world_size) if peak else None
+    mfu = model_flops_utilisation(model.flops_per_token(args.seq_len), tok_s,
+                                  peak_flops(env.device, args.peak_tflops), env.world_size)
     figures = {"model": args.preset or f"{cfg.n_layer}L-{cfg.n_head}H-{cfg.n_embd}C", "params": model.num_params(),
                "micro_batch": args.micro_batch, "seq_len": args.seq_len, "dtype": args.dtype, "compile": args.compile,
                "world_size": env.world_size, "ms_per_step": round(dt * 1e3, 2), "tokens_per_s": round(tok_s),
@@ -214,7 +212,7 @@ def bench_tokenize(args: argparse.Namespace) -> dict:
 
 
 def bench_checkpoint(args: argparse.Namespace) -> dict:
-    from harness.checkpoint import CheckpointConfig, Checkpointer, load, rng_state
+    from harness.checkpoint import CheckpointConfig, Checkpointer, load, rng_state, step_dir
 
     env = distributed.setup(args.device)
     model = GPT(_model_config(args)).to(env.device)
@@ -235,9 +233,10 @@ def bench_checkpoint(args: argparse.Namespace) -> dict:
                 ckpt.finish()
                 total = time.perf_counter() - t0
                 figures |= {f"{label}_blocked_s": round(blocked, 3), f"{label}_total_s": round(total, 3)}
-        size = sum(f.stat().st_size for f in (root / "sync" / "step_00000002").iterdir())
+        saved = step_dir(root / "sync", 2)
+        size = sum(f.stat().st_size for f in saved.iterdir())
         t0 = time.perf_counter()
-        state = load(root / "sync" / "step_00000002", 0, 1)
+        state = load(saved, 0, 1)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         figures |= {"load_s": round(time.perf_counter() - t0, 3), "bytes": size, "params": model.num_params()}
@@ -261,16 +260,15 @@ def bench_checkpoint(args: argparse.Namespace) -> dict:
 def bench_hellaswag(args: argparse.Namespace) -> dict:
     from harness.eval.hellaswag import load_examples, score_examples
 
-    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = distributed.setup(args.device).device
     examples = load_examples(args.data, args.limit)
     model = GPT(_model_config(args)).to(device).eval()
-    use_bf16 = device.type == "cuda" and args.dtype != "float32"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    score_examples(model, examples[: min(8, len(examples))], args.batch_examples, autocast)  # warm-up
+    precision = autocast(device, args.dtype)
+    score_examples(model, examples[: min(8, len(examples))], args.batch_examples, precision)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    score_examples(model, examples, args.batch_examples, autocast)
+    score_examples(model, examples, args.batch_examples, precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

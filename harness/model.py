@@ -1,5 +1,6 @@
 """GPT-2: the model, its size presets, and loading OpenAI's weights from a HuggingFace directory."""
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -165,6 +166,20 @@ def peak_flops(device: torch.device, tflops: float = 0.0) -> float | None:
         name = torch.cuda.get_device_name(device)
         return next((v * 1e12 for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     return None
+
+
+def model_flops_utilisation(flops_per_token: float, tokens_per_s: float, peak: float | None,
+                            devices: int) -> float | None:
+    """Model FLOPs utilisation: the FLOP/s the model's arithmetic needs over the devices' peak (None
+    without a known peak)."""
+    return flops_per_token * tokens_per_s / (peak * devices) if peak else None
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """The precision to run the model in: bf16 autocast for "bfloat16" (and for "auto" on CUDA), else fp32."""
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- HuggingFace GPT-2

@@ -41,7 +41,7 @@ from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate
 from harness.eval.val_loss import val_loss
 from harness.generate import sample
 from harness.metrics import MetricsLog, history, read_metrics, start_wandb
-from harness.model import GPT, peak_flops
+from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
 
@@ -54,9 +54,7 @@ class Trainer:
     def __init__(self, exp: Experiment, env: distributed.DistEnv, stop: StopRequest):
         self.env, self.stop, self.device = env, stop, env.device
         config.validate(exp, env.world_size)
-        use_bf16 = exp.train.dtype == "bfloat16" or (exp.train.dtype == "auto" and self.device.type == "cuda")
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16
-                         else contextlib.nullcontext())
+        self.autocast = autocast(self.device, exp.train.dtype)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32
             torch.backends.cudnn.allow_tf32 = True
@@ -257,8 +255,7 @@ class Trainer:
         dt = (time.time() - start) / max(1, steps)
         self.timer = (time.time(), 0)
         tokens_per_s = self.exp.train.batch_tokens / dt
-        mfu = self.flops_per_token * tokens_per_s / (self.peak_flops * self.env.world_size) \
-            if self.peak_flops else None
+        mfu = model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops, self.env.world_size)
         self.last.update(train_loss=loss_v)
         if self.log:
             self.log.write("train", step=self.step, tokens=self.step * self.exp.train.batch_tokens,

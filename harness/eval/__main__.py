@@ -27,19 +27,20 @@ from harness.data import DataError, ShardedTokenReader
 from harness.eval import EvalConfig
 from harness.eval.hellaswag import HellaSwagDataError, cache_file, evaluate_hellaswag
 from harness.eval.val_loss import val_loss
+from harness.model import autocast
 
 
 def hellaswag(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
-              autocast: contextlib.AbstractContextManager) -> dict:
+              precision: contextlib.AbstractContextManager) -> dict:
     t0 = time.time()
-    result = evaluate_hellaswag(model, args.data, args.limit, env, autocast, batch_examples=args.batch)
+    result = evaluate_hellaswag(model, args.data, args.limit, env, precision, batch_examples=args.batch)
     seconds = time.time() - t0
     return result | {"seconds": round(seconds, 3), "examples_per_s": round(result["n"] / max(seconds, 1e-9), 2),
                      "data": args.data or str(cache_file())}
 
 
 def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
-                     autocast: contextlib.AbstractContextManager) -> dict:
+                     precision: contextlib.AbstractContextManager) -> dict:
     seq_len = args.seq_len or min(model.config.block_size, 1024)
     reader = ShardedTokenReader(args.data, "val", batch_size=args.batch, seq_len=seq_len, rank=env.rank,
                                 world_size=env.world_size, device=env.device)
@@ -50,7 +51,7 @@ def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: dist
         raise ValueError(f"{args.data}: the val split ({reader.epoch_tokens:,} tokens) is smaller than one step "
                          f"of {reader.tokens_per_step:,} tokens; lower --batch or --seq-len")
     t0 = time.time()
-    loss = val_loss(model, reader, tokens, env, autocast)
+    loss = val_loss(model, reader, tokens, env, precision)
     return {"val_loss": loss, "tokens": tokens, "batch": args.batch, "seq_len": seq_len,
             "seconds": round(time.time() - t0, 3), "data": str(args.data)}
 
@@ -89,11 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
     run, filename = COMMANDS[args.command]
     env = distributed.setup(args.device)
-    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
-                else contextlib.nullcontext())
+    precision = autocast(env.device, args.dtype)
     try:
         model, info = load_model(args.target, env.device)
-        result = run(model, args, env, autocast)
+        result = run(model, args, env, precision)
     except (CheckpointError, DataError, HellaSwagDataError, FileNotFoundError, ValueError) as e:
         # Every rank meets the same bad input, so none is left waiting in a collective.
         sys.exit(f"error: {e}")
