@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.plots import DPI, FIGSIZE
+from analysis.plots import DPI, new_figure, style_lr_axes
 from harness.config import Experiment, SpecError, parse_cli
 from harness.optim import lr_at
 
@@ -33,18 +33,12 @@ def describe(spec: Experiment) -> str:
 
 
 def plot_schedules(specs: list[Experiment], title: str) -> Figure:
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
-    ax = fig.subplots()
+    fig, (ax,) = new_figure()
     for spec in specs:
         steps, lrs = schedule_curve(spec)
         ax.plot(steps, lrs, lw=1.8, label=describe(spec))
-    ax.set_xlabel("step (optimizer updates)")
-    ax.set_ylabel("learning rate")
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
+    style_lr_axes(ax)
     ax.set_title(f"Learning-rate schedule: {title}")
-    ax.legend(fontsize=8)
     return fig
 
 

@@ -176,13 +176,18 @@ def plot_lr(runs: list[Run], x: str) -> Figure | None:
     for r in runs:
         train = r.curve("train")
         ax.plot(train["step"], train["lr"], color=color[r.label], lw=1.8, label=r.label)
+    style_lr_axes(ax)
+    ax.set_title("Learning rate as logged by the trainer")
+    return fig
+
+
+def style_lr_axes(ax: Axes) -> None:
+    """Learning rate against step, as logged (plot_lr) or computed from a spec (analysis.lr_schedule)."""
     set_x(ax, "step")
     ax.set_ylabel("learning rate")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax.set_ylim(bottom=0)
-    ax.set_title("Learning rate as logged by the trainer")
     ax.legend(fontsize=8)
-    return fig
 
 
 def plot_hellaswag(runs: list[Run], x: str) -> Figure | None:

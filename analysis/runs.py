@@ -9,7 +9,7 @@
 import fnmatch
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +26,7 @@ class Run:
     spec: Experiment
     raw: pd.DataFrame  # every metrics row in file order; columns: kind, step, restart, time, hours, ...
     label: str  # the name shown in legends and tables (the spec's name; the directory added if names repeat)
+    _curves: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def rows(self, kind: str) -> pd.DataFrame:
         """All rows of one kind, from every restart (a resumed run's repeated steps appear twice)."""
@@ -37,13 +38,16 @@ class Run:
         """One row per step of `kind` (train, val, hellaswag), sorted by step.
 
         A run resumed from a checkpoint older than its last logged step logs those steps again; the
-        latest restart's row is the one that led to the final model, so it is kept.
+        latest restart's row is the one that led to the final model, so it is kept. Computed once per
+        kind (every figure and the table ask for the train curve): callers must not modify it.
         """
-        df = self.rows(kind)
-        if df.empty:
-            return df
-        df = df.sort_values(["step", "restart"], kind="stable")
-        return df.drop_duplicates("step", keep="last").reset_index(drop=True)
+        if kind not in self._curves:
+            df = self.rows(kind)
+            if not df.empty:
+                df = df.sort_values(["step", "restart"], kind="stable")
+                df = df.drop_duplicates("step", keep="last").reset_index(drop=True)
+            self._curves[kind] = df
+        return self._curves[kind]
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> Run:
