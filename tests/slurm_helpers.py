@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.metrics import read_metrics
+from tests.run_log import rows
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 30
@@ -40,12 +40,6 @@ def queued(job: str) -> bool:
     return bool(run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip())
 
 
-def rows(run_dir: Path, kind: str | None = None) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    found = read_metrics(path) if path.exists() else []
-    return [r for r in found if kind is None or r["kind"] == kind]
-
-
 def wait_until(what: str, cond, timeout: float = 240, logs: Path | None = None) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -56,18 +50,6 @@ def wait_until(what: str, cond, timeout: float = 240, logs: Path | None = None) 
     if logs is not None:
         tail = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(logs.rglob("*.out")))
     raise TimeoutError(f"timed out waiting for {what}\n{tail}")
-
-
-def last_step(run_dir: Path) -> int:
-    return max((r["step"] for r in rows(run_dir, "train")), default=0)
-
-
-def final_losses(run_dir: Path) -> dict[int, float]:
-    """Each step's loss from the latest restart that ran it (a resumed run repeats a few steps)."""
-    out = {}
-    for r in rows(run_dir, "train"):
-        out[r["step"]] = r["loss"]
-    return out
 
 
 def preempt_with_high_priority_job() -> None:

@@ -20,6 +20,7 @@ from analysis.runs import load_run, load_runs
 from harness.config import load_experiment_file, load_run_spec, parse_cli
 from harness.metrics import read_metrics
 from harness.optim import lr_at
+from tests.run_log import last_step, rows
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_TOKENS = 512
@@ -62,11 +63,6 @@ def finish(proc: subprocess.Popen, timeout: float = 400) -> None:
     assert rc == 0, log[-3000:]
 
 
-def last_train_step(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    return max((r["step"] for r in read_metrics(path) if r["kind"] == "train"), default=0) if path.exists() else 0
-
-
 @pytest.fixture(scope="module")
 def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("runs")
@@ -79,7 +75,7 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     resumed = ["--name", "tiny-resumed"]
     proc = launch(dirs["resumed"], shakespeare_dir, *resumed)
     deadline = time.time() + 300
-    while last_train_step(dirs["resumed"]) < 8:
+    while last_step(dirs["resumed"]) < 8:
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, "step 8 never came"
         time.sleep(0.02)
@@ -89,7 +85,7 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     out = root / "plots-partial"
     plots.main([str(dirs["resumed"]), "--out", str(out)])
     partial = pd.read_csv(out / "summary.csv")
-    killed_at = last_train_step(dirs["resumed"])
+    killed_at = last_step(dirs["resumed"])
     finish(launch(dirs["resumed"], shakespeare_dir, *resumed))
     finish(straight)
     finish(other_lr)
@@ -187,7 +183,7 @@ def test_plots_and_summary_match_the_logs(runs: dict, tmp_path: Path, capsys: py
         row = table.loc[str(run_dir)]
         assert row["run"] in printed
         train, val = latest_rows(run_dir, "train"), latest_rows(run_dir, "val")
-        starts = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "start"]
+        starts = rows(run_dir, "start")
         assert row["steps"] == STEPS == max(train)
         assert row["tokens"] == max(train) * BATCH_TOKENS
         assert row["final_val_loss"] == pytest.approx(val[max(val)]["loss"])

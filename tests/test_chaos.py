@@ -18,17 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.metrics import read_metrics
+from tests.run_log import last_step, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
-    final_losses,
     harness_submit,
     job_state,
-    last_step,
     preempt_with_high_priority_job,
     progress,
     queued,
-    rows,
     run,
     tiny,
     wait_until,
@@ -96,10 +93,10 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
         r["reason"] == "finished" for r in rows(run_dir, "stop")), timeout=600, logs=logs)
 
     # Every step, from the latest restart that ran it, bit for bit; and the same final weights.
-    assert final_losses(run_dir) == final_losses(reference)
+    assert train_losses(run_dir) == train_losses(reference)
     final = f"checkpoints/step_{STEPS:08d}/model.pt"
     a, b = (torch.load(d / final, weights_only=True) for d in (reference, run_dir))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Each restart is marked, and every line of the log is whole JSON.
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     parsed = [json.loads(line) for line in lines]
@@ -144,5 +141,5 @@ def test_a_hung_worker_brings_the_job_down_after_the_collective_timeout(shakespe
     assert time.time() - t0 < 120  # the 15 s collective timeout, then teardown
     errors = [json.loads(line)["error"] for line in (run_dir / "errors.jsonl").read_text().splitlines()]
     assert any("imed out" in e or "timeout" in e.lower() for e in errors), errors
-    stops = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "stop"]
+    stops = rows(run_dir, "stop")
     assert stops and stops[-1]["reason"] == "failed"

@@ -13,6 +13,7 @@ import torch
 
 from harness.checkpoint import list_checkpoints, load_latest
 from harness.metrics import read_metrics
+from tests.run_log import rows
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32", "--train.micro_batch", "4",
@@ -42,7 +43,7 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
     saved = list_checkpoints(run / "checkpoints")
     assert saved, "a checkpoint from before the divergence must remain"
     last_good = saved[-1]
-    stop = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "stop"][-1]
+    stop = rows(run, "stop")[-1]
     assert stop["reason"] == "nonfinite"
     assert f"non-finite loss or gradient norm at step {stop['failed_step']}" in proc.stderr
     assert f"last good checkpoint: {last_good}" in proc.stderr
@@ -62,7 +63,7 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
     assert "with the same spec would replay it" in again.stderr and (run / "metrics.jsonl").read_text() == lines
     # A changed spec resumes from the last good checkpoint.
     train(run, shakespeare_dir, *EXPLODE, "--train.on_nonfinite", "skip")
-    start = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "start"][-1]
+    start = rows(run, "start")[-1]
     assert start["checkpoint"] == str(last_good) and "train.on_nonfinite: 'stop' -> 'skip'" in start["spec_changes"]
 
 
@@ -100,7 +101,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(shakespeare_di
     assert path.name == "step_00000002" and state["meta"]["step"] == 2
 
     subprocess.run(cmd, cwd=REPO, env=ENV, check=True, capture_output=True, timeout=600)
-    starts = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "start"]
+    starts = rows(run, "start")
     assert starts[-1]["step"] == 2 and starts[-1]["checkpoint"].endswith("step_00000002")
     assert not partial.exists()  # the half-written directory was cleaned up
     assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000004", "step_00000006"]
@@ -136,5 +137,5 @@ def test_a_checkpoint_missing_a_rank_state_is_skipped_by_name(shakespeare_dir: P
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipping checkpoint" in proc.stderr and "step_00000004/rank_00001.pt: missing" in proc.stderr
-    starts = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "start"]
+    starts = rows(run, "start")
     assert starts[-1]["step"] == 2  # resumed from the newest complete checkpoint

@@ -13,17 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.run_log import last_step, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
     REPO,
     STEPS,
     TINY,
-    final_losses,
     harness_submit,
-    last_step,
     preempt_with_high_priority_job,
     queued,
-    rows,
     run,
     tiny,
     wait_until,
@@ -53,7 +51,7 @@ def reference_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def reference(reference_run: Path) -> dict[int, float]:
-    losses = final_losses(reference_run)
+    losses = train_losses(reference_run)
     assert sorted(losses) == list(range(1, STEPS + 1))
     return losses
 
@@ -92,7 +90,7 @@ def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespea
         r["reason"] == "finished" for r in rows(run_dir, "stop")), timeout=300, logs=slurm_logs)
 
     assert_resumed_from_saved_checkpoints(run_dir, stops_expected=2)
-    assert final_losses(run_dir) == reference  # every step, bit for bit
+    assert train_losses(run_dir) == reference  # every step, bit for bit
     logs = sorted(p.name for p in slurm_logs.glob("*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one srun task per node
     status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
@@ -107,18 +105,18 @@ def test_sbatch_script_survives_preemption(reference: dict, shakespeare_dir: Pat
               str(shakespeare_dir), *TINY, env=dict(os.environ, NPROC_PER_NODE="1")).stdout
     job = re.search(r"job (\d+)", out).group(1)
     wait_until("step 5", lambda: last_step(run_dir) >= 5, logs=tmp_path)
+    # The script renames the job after the experiment, so squeue shows it as harness.submit's jobs.
+    assert run("squeue", "-h", "-j", job, "-o", "%j").stdout.strip() == "shakespeare"
     preempt_with_high_priority_job()
     wait_until("the run to finish", lambda: not queued(job) and any(
         r["reason"] == "finished" for r in rows(run_dir, "stop")), timeout=300, logs=tmp_path)
 
     assert_resumed_from_saved_checkpoints(run_dir, stops_expected=1)
-    assert final_losses(run_dir) == reference
+    assert train_losses(run_dir) == reference
     text = Path(str(log).replace("%j", job)).read_text()
     assert "requeued job" in text or "DUE TO PREEMPTION" in text
     jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
     assert {j["job_id"] for j in jobs} == {job} and len(jobs) == 2 and jobs[0]["via"] == "sbatch"
-    name = run("squeue", "-h", "-j", job, "-o", "%j", check=False).stdout.strip()
-    assert name in ("", "shakespeare")
 
 
 def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -> None:
@@ -139,7 +137,7 @@ def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -
     for d, lr in zip(runs, (1e-3, 3e-3), strict=True):
         assert json.loads((d / "config.json").read_text())["optim"]["lr"] == lr
         assert last_step(d) == 4
-    assert final_losses(runs[0]) != final_losses(runs[1])
+    assert train_losses(runs[0]) != train_losses(runs[1])
 
 
 @pytest.mark.parametrize(("args", "message"), [
