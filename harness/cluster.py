@@ -49,13 +49,13 @@ def rendezvous_port(job_id: str) -> int:
     return 20000 + zlib.crc32(str(job_id).encode()) % 20000
 
 
-def torchrun_command(cfg: ClusterConfig, nnodes: int, head_node: str, job_id: str, max_restarts: int,
+def torchrun_command(nproc_per_node: int, nnodes: int, head_node: str, job_id: str, max_restarts: int,
                      module_args: list[str]) -> list[str]:
     """The command each node runs; the c10d rendezvous lives on the first node of the allocation."""
     return [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={nnodes}",
-        f"--nproc-per-node={cfg.nproc_per_node}",
+        f"--nproc-per-node={nproc_per_node}",
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={head_node}:{rendezvous_port(job_id)}",
         f"--rdzv-id={job_id}",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import config
 from harness.checkpoint import is_huggingface_dir
-from harness.cluster import TORCHRUN_ENV, ClusterConfig, rendezvous_port, torchrun_command
+from harness.cluster import TORCHRUN_ENV, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
 from harness.metrics import read_metrics
 from harness.status import last_job, queue_state, run_state
@@ -49,8 +49,7 @@ class TorchrunJob:
         self.__dict__.update(state, _proc=None, _done=threading.Event())
 
     def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
-        cfg = ClusterConfig(procs_per_node=self.nproc_per_node)
-        return torchrun_command(cfg, nnodes, head, job_id, self.max_restarts, self.module_args)
+        return torchrun_command(self.nproc_per_node, nnodes, head, job_id, self.max_restarts, self.module_args)
 
     def __call__(self) -> str:
         import submitit

@@ -29,6 +29,8 @@ HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 # after a failure can read the previous attempt's addresses and hang (harness/cluster.py).
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 PORT=$(python -c "from harness.cluster import rendezvous_port; print(rendezvous_port('$SLURM_JOB_ID'))")
+# Worker-group restarts after a crash: the spec's train.max_restarts, as harness.submit uses.
+MAX_RESTARTS=$(python -c "from harness.config import load_run_spec; print(load_run_spec('$RUN_DIR').train.max_restarts)")
 
 # The signal reaches only this shell: pass it on to every process of the job step (the workers
 # save a checkpoint and exit). torchrun's agent must not die of USR2, so each node task ignores it
@@ -39,7 +41,7 @@ trap 'echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_
 srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec python -m torch.distributed.run \
   --nnodes=$SLURM_JOB_NUM_NODES --nproc-per-node=$NPROC_PER_NODE \
   --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:$PORT --rdzv-id=$SLURM_JOB_ID \
-  --max-restarts=3 -m harness.train '$RUN_DIR'" &
+  --max-restarts=$MAX_RESTARTS -m harness.train '$RUN_DIR'" &
 srun_pid=$!
 while :; do
   wait "$srun_pid"; status=$?
