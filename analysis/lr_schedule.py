@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.plots import DPI, new_figure, style_lr_axes
-from harness.config import Experiment, SpecError, parse_cli
+from harness.config import Experiment, SpecError, parse_command, spec_parser
 from harness.optim import lr_at
 
 PROG = "python -m analysis.lr_schedule"
@@ -43,24 +43,18 @@ def plot_schedules(specs: list[Experiment], title: str) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = Path(DEFAULT_OUT)
-    if "--out" in argv:
-        i = argv.index("--out")
-        if i + 1 >= len(argv):
-            sys.exit("error: --out needs a file name")
-        out = Path(argv[i + 1])
-        del argv[i : i + 2]
+    front = spec_parser(PROG, __doc__)
+    front.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"the figure, .png or .svg ({DEFAULT_OUT})")
     try:
-        specs = parse_cli(argv, PROG + " [--out FILE.png|.svg]", multiple=True)
+        specs, args = parse_command(list(sys.argv[1:] if argv is None else argv), PROG, front, multiple=True)
     except SpecError as e:
         sys.exit(f"error: {e}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot_schedules(specs, argv[0]).savefig(out, dpi=DPI)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_schedules(specs, args.target).savefig(args.out, dpi=DPI)
     for spec in specs:
         print(describe(spec))
-    print(f"wrote {out}")
-    return out
+    print(f"wrote {args.out}")
+    return args.out
 
 
 if __name__ == "__main__":

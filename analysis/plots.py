@@ -9,7 +9,6 @@ summary.csv; safe to re-run at any time, also while runs are still writing.
 """
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
 from analysis.runs import Run, data_source, load_runs, summary_table
-from harness.atomic import replace_text
+from harness.atomic import replacing, write_text
 
 # OpenAI's GPT-2 124M on each dataset's validation split, drawn where a run's data matches.
 VAL_LOSS_REFERENCES = {
@@ -61,6 +60,12 @@ def colors(runs: list[Run]) -> dict[str, tuple]:
     return {r.label: cmap(i % cmap.N) for i, r in enumerate(runs)}
 
 
+def plotted(runs: list[Run], *kinds: str) -> tuple[dict[str, tuple], list[Run]]:
+    """Every run's color (chosen over all runs, so that a run keeps its color in every figure), and the
+    runs that have rows of any of `kinds` to plot."""
+    return colors(runs), [r for r in runs if any(not r.curve(kind).empty for kind in kinds)]
+
+
 def new_figure(rows: int = 1) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + 2.5 * (rows - 1)), layout="constrained")
     axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
@@ -92,9 +97,8 @@ def save(fig: Figure, out: Path, stem: str, svg: bool) -> list[Path]:
     written = []
     for fmt in ("png", "svg") if svg else ("png",):
         path = out / f"{stem}.{fmt}"
-        tmp = out / f".{stem}.{fmt}.tmp"
-        fig.savefig(tmp, format=fmt, dpi=DPI)
-        os.replace(tmp, path)
+        with replacing(path) as f:
+            fig.savefig(f, format=fmt, dpi=DPI)
         written.append(path)
     return written
 
@@ -103,8 +107,7 @@ def save(fig: Figure, out: Path, stem: str, svg: bool) -> list[Path]:
 
 
 def plot_loss(runs: list[Run], x: str) -> Figure | None:
-    color = colors(runs)  # from every run, so that a run keeps its color in every figure
-    runs = [r for r in runs if not r.curve("train").empty or not r.curve("val").empty]
+    color, runs = plotted(runs, "train", "val")
     if not runs:
         return None
     fig, (ax,) = new_figure()
@@ -133,8 +136,7 @@ def plot_loss(runs: list[Run], x: str) -> Figure | None:
 
 
 def plot_throughput(runs: list[Run], x: str) -> Figure | None:
-    color = colors(runs)  # from every run, so that a run keeps its color in every figure
-    runs = [r for r in runs if not r.curve("train").empty]
+    color, runs = plotted(runs, "train")
     if not runs:
         return None
     mfu = {r.label: r.curve("train").dropna(subset=["mfu"]) for r in runs if "mfu" in r.curve("train")}
@@ -168,8 +170,7 @@ def plot_throughput(runs: list[Run], x: str) -> Figure | None:
 
 
 def plot_lr(runs: list[Run], x: str) -> Figure | None:
-    color = colors(runs)  # from every run, so that a run keeps its color in every figure
-    runs = [r for r in runs if not r.curve("train").empty]
+    color, runs = plotted(runs, "train")
     if not runs:
         return None
     fig, (ax,) = new_figure()
@@ -191,8 +192,7 @@ def style_lr_axes(ax: Axes) -> None:
 
 
 def plot_hellaswag(runs: list[Run], x: str) -> Figure | None:
-    color = colors(runs)  # from every run, so that a run keeps its color in every figure
-    runs = [r for r in runs if not r.curve("hellaswag").empty]
+    color, runs = plotted(runs, "hellaswag")
     if not runs:
         return None
     fig, (ax,) = new_figure()
@@ -246,7 +246,7 @@ def markdown(table: pd.DataFrame) -> str:
 def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for name, text in (("summary.md", markdown(table)), ("summary.csv", table.to_csv(index=False))):
-        replace_text(out / name, text)
+        write_text(out / name, text)
         written.append(out / name)
     return written
 

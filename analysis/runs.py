@@ -7,17 +7,16 @@
 """
 
 import fnmatch
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness import status
-from harness.config import Experiment, load_run_spec
-from harness.metrics import read_metrics
-from harness.status import find_runs
+from harness.config import Experiment
+from harness.data import DataError, load_manifest
+from harness.run_dir import RunDir, find_runs
+from harness.run_dir import run_state as log_state
 
 
 @dataclass
@@ -51,17 +50,16 @@ class Run:
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> Run:
-    """One run directory. A truncated line in metrics.jsonl (a run killed mid-write) is skipped with a warning."""
-    run_dir = Path(run_dir)
-    spec = load_run_spec(run_dir)
-    path = run_dir / "metrics.jsonl"
-    raw = pd.DataFrame(read_metrics(path))
+    """One run directory. A truncated line in its metrics (a run killed mid-write) is skipped with a warning."""
+    run = RunDir(run_dir)
+    spec = run.read_spec()
+    raw = pd.DataFrame(run.metrics_rows())
     if not raw.empty:
         raw["hours"] = training_hours(raw)
         # HellaSwag, checkpoint and stop rows carry no token count: the trainer's own step x batch_tokens.
         by_step = raw["step"] * spec.train.batch_tokens
         raw["tokens"] = raw["tokens"].fillna(by_step) if "tokens" in raw else by_step
-    return Run(run_dir, spec, raw, label or spec.name)
+    return Run(run.path, spec, raw, label or spec.name)
 
 
 def load_runs(paths: list[str | Path], pattern: str | None = None) -> list[Run]:
@@ -70,8 +68,8 @@ def load_runs(paths: list[str | Path], pattern: str | None = None) -> list[Run]:
     `pattern` (a shell glob) keeps the runs whose name or directory name matches it.
     """
     found = {}
-    for d in find_runs([str(p) for p in paths]):
-        found.setdefault(d.resolve(), d)  # each run once, under the path it was first given as
+    for run in find_runs([str(p) for p in paths]):
+        found.setdefault(run.path.resolve(), run.path)  # each run once, under the path it was first given as
     runs = [load_run(d) for d in found.values()]
     if pattern:
         runs = [r for r in runs if fnmatch.fnmatch(r.spec.name, pattern) or fnmatch.fnmatch(r.dir.name, pattern)]
@@ -102,7 +100,7 @@ def restart_spans(raw: pd.DataFrame) -> pd.Series:
 
 def run_state(raw: pd.DataFrame, now: float | None = None) -> str:
     """harness.status's rule, from the log alone (no Slurm)."""
-    return status.run_state(raw.to_dict("records"), now)
+    return log_state(raw.to_dict("records"), now)
 
 
 SUMMARY_COLUMNS = ["run", "state", "steps", "tokens", "final_val_loss", "best_val_loss", "best_hellaswag_acc_norm",
@@ -141,8 +139,7 @@ def summary_table(runs: list[Run]) -> pd.DataFrame:
 
 def data_source(spec: Experiment) -> str:
     """The dataset a run trained on: `source` in the data directory's manifest, else the directory's name."""
-    data_dir = Path(spec.data.dir)
     try:
-        return json.loads((data_dir / "manifest.json").read_text())["source"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return data_dir.name
+        return load_manifest(spec.data.dir).get("source", Path(spec.data.dir).name)
+    except DataError:  # moved or deleted since the run: its name is the best guess
+        return Path(spec.data.dir).name

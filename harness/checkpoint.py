@@ -4,7 +4,8 @@ Layout: RUN_DIR/checkpoints/step_00001000/ holding
     model.pt      model weights (rank 0)
     optim.pt      optimizer state, consolidated when ZeRO-sharded (rank 0)
     rank_00003.pt each rank's RNG states and data reader position
-    meta.json     written last: step, spec, fingerprints, wandb id, and every file's size
+    meta.json     written last: the spec, the trainer's shared state (step, wandb id, latest logged
+                  values), the world size, and every file's size
 A checkpoint is written into a hidden `.step_N.tmp` directory, every file fsync'd, and renamed into
 place by rank 0 only after all ranks report success; a directory without a valid meta.json, or
 whose files differ from it, is never loaded.
@@ -13,7 +14,6 @@ whose files differ from it, is never loaded.
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import threading
@@ -27,10 +27,10 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from harness.atomic import fsync_dir
+from harness.atomic import publish, write_text
 from harness.distributed import DistEnv, any_rank, barrier
+from harness.run_dir import RunDir, checkpoint_step, list_checkpoints, step_dir
 
-STEP_DIR = re.compile(r"^step_(\d{8})$")
 T = TypeVar("T")
 
 
@@ -43,6 +43,14 @@ class CheckpointConfig:
     permanent_every: int = 0  # also keep every checkpoint whose step is a multiple of N forever (0: none)
     async_save: bool = False  # copy state to CPU, write it in the background; training waits only for the copy
 
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field."""
+        return [msg for bad, msg in [
+            (self.every < 0, f"every: must be >= 0, got {self.every}"),
+            (self.keep < 2, f"keep: must be >= 2 (the newest may be unusable), got {self.keep}"),
+            (self.permanent_every < 0, f"permanent_every: must be >= 0, got {self.permanent_every}"),
+        ] if bad]
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that must not be used; the message names it and what is wrong."""
@@ -50,10 +58,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointLayoutError(CheckpointError):
     """A sound checkpoint written by another number of ranks: the user decides, it is not skipped."""
-
-
-def step_dir(root: Path, step: int) -> Path:
-    return root / f"step_{step:08d}"
 
 
 def _save_file(obj: object, path: Path) -> int:
@@ -99,6 +103,9 @@ class Checkpointer:
             for stale in root.glob(".step_*.tmp"):  # left by a save that was killed
                 shutil.rmtree(stale, ignore_errors=True)
         barrier(env)
+
+    def path(self, step: int) -> Path:
+        return step_dir(self.root, step)
 
     def due(self, step: int) -> bool:
         return self.cfg.every > 0 and step % self.cfg.every == 0
@@ -164,14 +171,10 @@ class Checkpointer:
         final = step_dir(self.root, step)
         if self.env.is_main:
             meta["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-            with open(tmp / "meta.json") as f:
-                os.fsync(f.fileno())
-            fsync_dir(tmp)
+            write_text(tmp / "meta.json", json.dumps(meta, indent=1, default=str))  # last: it vouches for the rest
             if final.exists():  # the same step saved again (e.g. preempted right after a periodic save)
                 shutil.rmtree(final)
-            os.rename(tmp, final)
-            fsync_dir(self.root)
+            publish(tmp, final)
             self._prune()
         barrier(self.env)
         return final
@@ -216,14 +219,6 @@ def _stage(obj: object, buffers: dict, copies: dict, path: str = "") -> object:
 
 # ----------------------------------------------------------------------------- loading
 
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """Complete-looking checkpoint directories, oldest first (temporary directories excluded)."""
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: p.name)
-
-
 def read_meta(path: Path) -> dict:
     """The checkpoint's meta.json, after checking that every file it lists is there in full."""
     try:
@@ -232,7 +227,7 @@ def read_meta(path: Path) -> dict:
         raise CheckpointError(f"{path}: no meta.json (incomplete checkpoint)") from None
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}/meta.json: unreadable ({e})") from None
-    if meta.get("step") != int(STEP_DIR.match(path.name).group(1)):
+    if meta.get("step") != checkpoint_step(path):
         raise CheckpointError(f"{path}: meta.json is for step {meta.get('step')}")
     for name, size in meta.get("files", {}).items():
         f = path / name
@@ -295,8 +290,8 @@ def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -
 
 
 def is_huggingface_dir(path: Path) -> bool:
-    """A HuggingFace model directory; a harness run's config.json has no model_type."""
-    config = path / "config.json"
+    """A HuggingFace model directory: its config.json has a model_type (a harness run's has not)."""
+    config = path / "config.json"  # HuggingFace's file name
     return config.exists() and "model_type" in json.loads(config.read_text())
 
 
@@ -313,11 +308,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["t
     def weights(ckpt: Path) -> tuple[dict, dict]:
         return read_meta(ckpt), _load_file(ckpt / "model.pt")  # the optimizer state is not needed
 
-    found = (path, weights(path)) if (path / "meta.json").exists() else _newest_that_loads(path / "checkpoints",
-                                                                                          weights)
+    root = RunDir(path).checkpoints
+    found = (path, weights(path)) if (path / "meta.json").exists() else _newest_that_loads(root, weights)
     if found is None:
-        raise CheckpointError(f"{path}: no valid checkpoint under {path / 'checkpoints'} "
-                              "(nor a HuggingFace GPT-2 dir)")
+        raise CheckpointError(f"{path}: no valid checkpoint under {root} (nor a HuggingFace GPT-2 dir)")
     ckpt, (meta, state) = found
     model = GPT(ModelConfig(**meta["spec"]["model"]))
     model.load_state_dict(state)

@@ -4,6 +4,8 @@ Used by `harness.submit` (submitit) and mirrored by `sbatch/train.sh`. Imports n
 the trainer and the spec can import it anywhere.
 """
 
+import os
+import subprocess
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +30,19 @@ class ClusterConfig:
     signal_lead_s: int = 120  # the preemption/time-limit signal comes this long before the kill: a step plus a save
     max_timeouts: int = 100  # requeues after hitting the time limit before giving up (preemptions are free)
 
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field."""
+        positive = [f"{n}: must be positive, got {getattr(self, n)}" for n in ("nodes", "time_min", "max_timeouts")
+                    if getattr(self, n) <= 0]
+        nonnegative = [f"{n}: must be >= 0, got {getattr(self, n)}"
+                       for n in ("gpus_per_node", "procs_per_node", "cpus_per_task", "mem_gb", "signal_lead_s")
+                       if getattr(self, n) < 0]
+        lead = [] if self.signal_lead_s < self.time_min * 60 else [
+            f"signal_lead_s: {self.signal_lead_s}s is not shorter than cluster.time_min={self.time_min}min"]
+        extra = [f"sbatch_extra: {opt!r} is not key=value" for opt in self.sbatch_extra
+                 if not ("=" in opt or opt.isidentifier())]
+        return positive + nonnegative + lead + extra
+
     @property
     def nproc_per_node(self) -> int:
         return self.procs_per_node or self.gpus_per_node or 1
@@ -49,17 +64,24 @@ def rendezvous_port(job_id: str) -> int:
     return 20000 + zlib.crc32(str(job_id).encode()) % 20000
 
 
-def torchrun_command(nproc_per_node: int, nnodes: int, head_node: str, job_id: str, max_restarts: int,
-                     module_args: list[str]) -> list[str]:
-    """The command each node runs; the c10d rendezvous lives on the first node of the allocation."""
+def torchrun_command(nproc_per_node: int, max_restarts: int, module_args: list[str], nnodes: int = 1,
+                     head_node: str | None = None, job_id: str | None = None) -> list[str]:
+    """The command each node runs: torchrun over a harness module. With a head node, the c10d
+    rendezvous lives there (a multi-node job); without one, a single node (`--standalone`)."""
+    where = ["--standalone"] if head_node is None else [
+        f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={head_node}:{rendezvous_port(job_id)}",
+        f"--rdzv-id={job_id}"]
     return [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nnodes={nnodes}",
+        sys.executable, "-m", "torch.distributed.run", *where,
         f"--nproc-per-node={nproc_per_node}",
-        "--rdzv-backend=c10d",
-        f"--rdzv-endpoint={head_node}:{rendezvous_port(job_id)}",
-        f"--rdzv-id={job_id}",
         # A crashed or killed worker restarts the whole group from the last checkpoint, this many times.
         f"--max-restarts={max_restarts}",
         "-m", *module_args,
     ]
+
+
+def head_node() -> str:
+    """The first node of this Slurm allocation, where the rendezvous store lives."""
+    out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()[0]

@@ -6,6 +6,7 @@ overridden on the command line (`--optim.lr 3e-4`; `--help` lists them). The res
 written to RUN_DIR/config.json, and a resumed run checks itself against it.
 """
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -20,8 +21,8 @@ from typing import Literal
 
 import simple_parsing
 from simple_parsing.helpers.serialization import from_dict, to_dict
+from simple_parsing.utils import flatten_join
 
-from harness.atomic import replace_text
 from harness.checkpoint import CheckpointConfig
 from harness.cluster import ClusterConfig
 from harness.data import DataConfig, DataError, load_manifest
@@ -29,6 +30,7 @@ from harness.eval import EvalConfig
 from harness.metrics import LogConfig
 from harness.model import ModelConfig
 from harness.optim import OptimConfig, ScheduleConfig
+from harness.run_dir import RunDir
 
 
 @dataclass
@@ -48,6 +50,19 @@ class TrainConfig:
     stop_check_every: int = 10  # steps between the ranks' agreement on a stop signal (a tiny CPU all-reduce)
     peak_tflops: float = 0.0  # per-device peak for MFU (0: known GPUs' bf16 peak; none on CPU)
 
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field."""
+        mb = self.micro_batch
+        return [msg for bad, msg in [
+            (self.batch_tokens <= 0, f"batch_tokens: must be positive, got {self.batch_tokens}"),
+            (mb != "auto" and mb <= 0, f"micro_batch: must be positive or 'auto', got {mb}"),
+            (self.seq_len <= 0, f"seq_len: must be positive, got {self.seq_len}"),
+            (self.stop_check_every <= 0, f"stop_check_every: must be positive, got {self.stop_check_every}"),
+            (self.max_restarts < 0, f"max_restarts: must be >= 0, got {self.max_restarts}"),
+            (self.collective_timeout_min <= 0,
+             f"collective_timeout_min: must be positive, got {self.collective_timeout_min}"),
+        ] if bad]
+
 
 @dataclass
 class Experiment:
@@ -66,13 +81,19 @@ class Experiment:
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
+    def check(self) -> list[str]:
+        """Problems with the run's own fields (its components check theirs)."""
+        ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) is not None
+        return [] if ok else [f"name: {self.name!r} must be letters, digits, '.', '_' or '-' (it names the job "
+                              "and the run directory)"]
+
 
 class SpecError(ValueError):
     """An invalid spec; the message starts with the field (or file) at fault."""
 
 
 # Fields whose change makes a checkpoint meaningless for the new spec (the data itself is checked
-# through its fingerprint; world size and batch shape through the reader state).
+# through the reader state's dataset fingerprint, as are world size and batch shape).
 RESUME_BREAKING = ("model.", "train.seq_len", "seed", "data.dir", "data.shuffle")
 
 
@@ -107,13 +128,6 @@ def load_experiment_file(path: str | Path) -> list[Experiment]:
     return specs
 
 
-def load_run_spec(run_dir: str | Path) -> Experiment:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise SpecError(f"{run_dir}: not a run directory (no config.json)")
-    return from_json(path.read_text(), str(path))
-
-
 def to_json(exp: Experiment) -> str:
     return json.dumps(to_dict(exp), indent=1) + "\n"
 
@@ -137,40 +151,57 @@ def _unknown_keys(cls: type, d: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def spec_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """What every command that takes a spec reads in front of the spec's fields: the experiment file
+    or run directory and --sweep-index. A command adds its own flags to it; everything it does not
+    know goes on to the fields' parser (simple-parsing)."""
+    p = argparse.ArgumentParser(prog=prog, description=description, add_help=False, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", nargs="?", metavar="EXPERIMENT.py|RUN_DIR", help="an experiment file or a run directory")
+    p.add_argument("--sweep-index", type=int, metavar="N", help="one run of a sweep")
+    p.add_argument("-h", "--help", action="store_true", help="this help, then every spec field with its doc")
+    return p
+
+
 def parse_cli(argv: list[str], prog: str, multiple: bool = False) -> list[Experiment]:
-    """`EXPERIMENT.py|RUN_DIR [--sweep-index N] [--field value ...]` -> resolved spec(s).
+    """`EXPERIMENT.py|RUN_DIR [--sweep-index N] [--field value ...]` -> the resolved spec(s).
 
     With `multiple`, every spec of a sweep is returned (each with the overrides); otherwise a sweep
     needs --sweep-index.
     """
-    usage = f"usage: {prog} EXPERIMENT.py|RUN_DIR [--field value ...]   ({prog} EXPERIMENT.py --help lists fields)"
-    if not argv or argv[0].startswith("-"):
-        if argv and argv[0] in ("-h", "--help"):
-            override_parser(prog, Experiment()).print_help()
-            sys.exit(0)
-        raise SpecError(usage)
-    target, rest = Path(argv[0]), list(argv[1:])
-    specs = [load_run_spec(target)] if target.is_dir() else load_experiment_file(target)
-    index = None
-    if "--sweep-index" in rest:
-        i = rest.index("--sweep-index")
-        index = int(rest[i + 1])
-        del rest[i : i + 2]
-        if not 0 <= index < len(specs):
-            raise SpecError(f"--sweep-index {index}: {target} defines {len(specs)} runs")
-        specs = [specs[index]]
+    return parse_command(argv, prog, spec_parser(prog), multiple)[0]
+
+
+def parse_command(argv: list[str], prog: str, front: argparse.ArgumentParser,
+                  multiple: bool = False) -> tuple[list[Experiment], argparse.Namespace]:
+    """`parse_cli` for a command with flags of its own, added to `front` (a `spec_parser`): returns
+    the spec(s) and the parsed flags."""
+    args, rest = front.parse_known_args(argv)
+    if args.help:
+        specs = load_specs(args.target) if args.target else [Experiment()]
+        print(front.format_help())
+        override_parser(prog, specs[0]).print_help()
+        sys.exit(0)
+    if not args.target:
+        raise SpecError(f"usage: {prog} EXPERIMENT.py|RUN_DIR [--field value ...]   ({prog} --help lists fields)")
+    specs = load_specs(args.target)
+    if args.sweep_index is not None:
+        if not 0 <= args.sweep_index < len(specs):
+            raise SpecError(f"--sweep-index {args.sweep_index}: {args.target} defines {len(specs)} runs")
+        specs = [specs[args.sweep_index]]
     if len(specs) > 1 and not multiple:
-        raise SpecError(f"{target} defines a sweep of {len(specs)} runs; pick one with --sweep-index N")
-    out = []
-    for spec in specs:
-        args = override_parser(prog, spec).parse_args(rest)
-        out.append(resolve(args.exp))
-    return out
+        raise SpecError(f"{args.target} defines a sweep of {len(specs)} runs; pick one with --sweep-index N")
+    return [resolve(override_parser(prog, spec).parse_args(rest).exp) for spec in specs], args
+
+
+def load_specs(target: str | Path) -> list[Experiment]:
+    """The spec(s) of an experiment file, or the spec a run directory holds."""
+    return [RunDir(target).read_spec()] if Path(target).is_dir() else load_experiment_file(target)
 
 
 def override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentParser:
     parser = simple_parsing.ArgumentParser(
-        prog=prog, add_config_path_arg=False, nested_mode=simple_parsing.NestedMode.WITHOUT_ROOT,
+        prog=prog, add_config_path_arg=False, allow_abbrev=False, nested_mode=simple_parsing.NestedMode.WITHOUT_ROOT,
         argument_generation_mode=simple_parsing.ArgumentGenerationMode.NESTED,
     )
     parser.add_arguments(Experiment, dest="exp", default=default)
@@ -186,91 +217,38 @@ def resolve(exp: Experiment) -> Experiment:
     return dataclasses.replace(exp, run_dir=exp.run_dir or f"log/{exp.name}", model=model)
 
 
-def init_run_dir(exp: Experiment, allow: str = "compatible") -> dict[str, tuple[object, object]]:
-    """Create the run directory or check it against `exp`; returns the fields that changed.
-
-    allow="compatible" accepts changes that keep the checkpoints meaningful (the trainer's rule);
-    allow="none" refuses any change (harness.submit's rule, unless asked). The resolved spec is
-    (re)written to config.json.
-    """
-    run_dir = Path(exp.run_dir)
-    path = run_dir / "config.json"
-    changes = {}
-    if path.exists():
-        changes = diff(load_run_spec(run_dir), exp)
-        refused = changes if allow == "none" else breaking_changes(changes)
-        if refused:
-            raise SpecError(f"{run_dir} holds a run with a different spec ({describe(refused)}); "
-                            "use another name or run_dir" + (", or allow the change" if allow == "none" else ""))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if changes or not path.exists():
-        replace_text(path, to_json(exp))
-    return changes
-
-
 # ----------------------------------------------------------------------------- validation
 
 
 def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
-    """Everything that can be checked before a run starts; raises SpecError naming the field."""
+    """Everything that can be checked before a run starts; raises SpecError naming the field.
+
+    Each component checks its own fields (`check()`); here only what relates fields of different
+    components: the batch arithmetic for this world size, the schedule against the optimizer, and
+    the data against the model."""
     _check_types(exp, "")
-    errors = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            errors.append(message)
-
-    need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", exp.name) is not None,
-         f"name: {exp.name!r} must be letters, digits, '.', '_' or '-' (it names the job and the run directory)")
-    try:
-        exp.model.resolved()
-    except ValueError as e:
-        errors.append(str(e))
-    t, o, s = exp.train, exp.optim, exp.schedule
-    for name in ("batch_tokens", "seq_len", "stop_check_every"):
-        need(getattr(t, name) > 0, f"train.{name}: must be positive, got {getattr(t, name)}")
-    auto = t.micro_batch == "auto"
-    need(auto or t.micro_batch > 0, f"train.micro_batch: must be positive or 'auto', got {t.micro_batch}")
-    need(t.max_restarts >= 0, f"train.max_restarts: must be >= 0, got {t.max_restarts}")
-    need(t.collective_timeout_min > 0,
-         f"train.collective_timeout_min: must be positive, got {t.collective_timeout_min}")
-    need(t.seq_len <= exp.model.block_size,
-         f"train.seq_len: {t.seq_len} is longer than model.block_size={exp.model.block_size}")
+    t, o, s, e = exp.train, exp.optim, exp.schedule, exp.eval
     # With micro_batch="auto" the size is chosen at start; the arithmetic must hold for one sequence.
-    per_pass = (1 if auto else max(t.micro_batch, 0)) * t.seq_len * world_size
+    auto = t.micro_batch == "auto"
+    per_pass = (1 if auto else max(t.micro_batch, 0)) * max(t.seq_len, 0) * world_size
     what = "seq_len x world_size" if auto else "micro_batch x seq_len x world_size"
     numbers = f"{t.seq_len} x {world_size}" if auto else f"{t.micro_batch} x {t.seq_len} x {world_size}"
-    if per_pass > 0 and t.batch_tokens > 0:
-        need(t.batch_tokens % per_pass == 0,
-             f"train.batch_tokens: {t.batch_tokens:,} is not divisible by {what} = {numbers} = {per_pass:,}")
-    need(o.lr > 0, f"optim.lr: must be positive, got {o.lr}")
-    need(all(0 <= b < 1 for b in o.betas), f"optim.betas: must be in [0, 1), got {o.betas}")
-    need(o.eps > 0, f"optim.eps: must be positive, got {o.eps}")
-    need(o.weight_decay >= 0, f"optim.weight_decay: must be >= 0, got {o.weight_decay}")
-    need(o.grad_clip >= 0, f"optim.grad_clip: must be >= 0 (0 = off), got {o.grad_clip}")
-    need(s.steps > 0, f"schedule.steps: must be positive, got {s.steps}")
-    need(0 <= s.warmup < s.steps, f"schedule.warmup: must be in [0, schedule.steps={s.steps}), got {s.warmup}")
-    need(0 <= s.min_lr <= o.lr, f"schedule.min_lr: must be in [0, optim.lr={o.lr}], got {s.min_lr}")
-    e = exp.eval
-    for name in ("val_every", "hellaswag_every", "hellaswag_limit", "sample_every", "sample_tokens"):
-        need(getattr(e, name) >= 0, f"eval.{name}: must be >= 0, got {getattr(e, name)}")
-    if e.val_every and per_pass > 0:
-        need(e.val_tokens > 0 and e.val_tokens % per_pass == 0,
-             f"eval.val_tokens: {e.val_tokens:,} must be a positive multiple of {what} = {per_pass:,}")
-    c = exp.checkpoint
-    need(c.every >= 0, f"checkpoint.every: must be >= 0, got {c.every}")
-    need(c.keep >= 2, f"checkpoint.keep: must be >= 2 (the newest may be unusable), got {c.keep}")
-    need(c.permanent_every >= 0, f"checkpoint.permanent_every: must be >= 0, got {c.permanent_every}")
-    need(exp.log.every > 0, f"log.every: must be positive, got {exp.log.every}")
-    cl = exp.cluster
-    for name in ("nodes", "time_min", "max_timeouts"):
-        need(getattr(cl, name) > 0, f"cluster.{name}: must be positive, got {getattr(cl, name)}")
-    for name in ("gpus_per_node", "procs_per_node", "cpus_per_task", "mem_gb", "signal_lead_s"):
-        need(getattr(cl, name) >= 0, f"cluster.{name}: must be >= 0, got {getattr(cl, name)}")
-    need(cl.signal_lead_s < cl.time_min * 60,
-         f"cluster.signal_lead_s: {cl.signal_lead_s}s is not shorter than cluster.time_min={cl.time_min}min")
-    for opt in cl.sbatch_extra:
-        need("=" in opt or opt.isidentifier(), f"cluster.sbatch_extra: {opt!r} is not key=value")
+    across = {  # problems across components, reported after the component they name
+        "train": [msg for bad, msg in [
+            (t.seq_len > exp.model.block_size, f"seq_len: {t.seq_len} is longer than model.block_size="
+                                               f"{exp.model.block_size}"),
+            (per_pass > 0 and t.batch_tokens > 0 and t.batch_tokens % per_pass != 0,
+             f"batch_tokens: {t.batch_tokens:,} is not divisible by {what} = {numbers} = {per_pass:,}"),
+        ] if bad],
+        "schedule": [] if 0 <= s.min_lr <= o.lr else [f"min_lr: must be in [0, optim.lr={o.lr}], got {s.min_lr}"],
+        "eval": [] if not e.val_every or per_pass <= 0 or (e.val_tokens > 0 and e.val_tokens % per_pass == 0) else [
+            f"val_tokens: {e.val_tokens:,} must be a positive multiple of {what} = {per_pass:,}"],
+    }
+    errors = exp.check()
+    for f in dataclasses.fields(exp):
+        part = getattr(exp, f.name)
+        if dataclasses.is_dataclass(part):
+            errors += [f"{f.name}.{problem}" for problem in part.check() + across.get(f.name, [])]
     if check_data and not errors:
         errors += _check_data(exp, per_pass)
     if errors:
@@ -339,17 +317,8 @@ def _type_name(hint: object) -> str:
 
 
 def flatten(exp: Experiment) -> dict[str, object]:
-    out = {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                out[prefix + k] = v
-
-    walk(to_dict(exp), "")
-    return out
+    """{"optim.lr": 0.0006, ...}: the spec as one level of dotted names (wandb's config, diffs)."""
+    return flatten_join(to_dict(exp), sep=".")
 
 
 def diff(old: Experiment, new: Experiment) -> dict[str, tuple[object, object]]:
@@ -368,11 +337,6 @@ def describe(changes: dict[str, tuple[object, object]]) -> str:
 
 def _digest(fields: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def fingerprint(exp: Experiment) -> str:
-    """Identifies what a checkpoint depends on: the resume-breaking fields."""
-    return _digest({k: v for k, v in flatten(exp).items() if k.startswith(RESUME_BREAKING)})
 
 
 def spec_hash(exp: Experiment) -> str:

@@ -32,26 +32,34 @@ class ModelConfig:
     dropout: float = 0.0  # dropout on attention, residual and embeddings (0 for pretraining)
     bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
 
-    def resolved(self) -> "ModelConfig":
-        """A copy with every size filled in from the preset; raises ValueError naming the field."""
+    def sizes(self) -> dict[str, int | None]:
+        """n_layer, n_head and n_embd, each the field's value or else the preset's."""
         sizes = {"n_layer": self.n_layer, "n_head": self.n_head, "n_embd": self.n_embd}
-        if self.preset is not None:
-            if self.preset not in PRESETS:
-                raise ValueError(f"model.preset: unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
-            preset = dict(zip(sizes, PRESETS[self.preset], strict=True))
-            sizes = {k: preset[k] if v is None else v for k, v in sizes.items()}
+        preset = dict(zip(sizes, PRESETS.get(self.preset, (None,) * 3), strict=True))
+        return {k: preset[k] if v is None else v for k, v in sizes.items()}
+
+    def check(self) -> list[str]:
+        """Problems with this shape, each naming its field."""
+        if self.preset is not None and self.preset not in PRESETS:
+            return [f"preset: unknown preset {self.preset!r} (known: {', '.join(PRESETS)})"]
+        sizes = self.sizes()
         missing = [k for k, v in sizes.items() if v is None]
         if missing:
-            raise ValueError(f"model.{missing[0]}: required when model.preset is None")
-        cfg = dataclasses.replace(self, **sizes)
-        for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            if getattr(cfg, k) <= 0:
-                raise ValueError(f"model.{k}: must be positive, got {getattr(cfg, k)}")
-        if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"model.n_embd: {cfg.n_embd} is not divisible by model.n_head={cfg.n_head}")
-        if not 0 <= cfg.dropout < 1:
-            raise ValueError(f"model.dropout: must be in [0, 1), got {cfg.dropout}")
-        return cfg
+            return [f"{missing[0]}: required when model.preset is None"]
+        dims = sizes | {"block_size": self.block_size, "vocab_size": self.vocab_size}
+        problems = [f"{k}: must be positive, got {v}" for k, v in dims.items() if v <= 0]
+        if not problems and sizes["n_embd"] % sizes["n_head"]:
+            problems.append(f"n_embd: {sizes['n_embd']} is not divisible by model.n_head={sizes['n_head']}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        return problems
+
+    def resolved(self) -> "ModelConfig":
+        """A copy with every size filled in from the preset; raises ValueError naming the field."""
+        problems = self.check()
+        if problems:
+            raise ValueError(f"model.{problems[0]}")
+        return dataclasses.replace(self, **self.sizes())
 
 
 class CausalSelfAttention(nn.Module):

@@ -22,6 +22,16 @@ class OptimConfig:
     fused: bool | None = None  # fused AdamW kernel (None: wherever the device supports it)
     zero1: bool = False  # shard optimizer state across data-parallel ranks (ZeRO stage 1)
 
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field."""
+        return [msg for bad, msg in [
+            (self.lr <= 0, f"lr: must be positive, got {self.lr}"),
+            (not all(0 <= b < 1 for b in self.betas), f"betas: must be in [0, 1), got {self.betas}"),
+            (self.eps <= 0, f"eps: must be positive, got {self.eps}"),
+            (self.weight_decay < 0, f"weight_decay: must be >= 0, got {self.weight_decay}"),
+            (self.grad_clip < 0, f"grad_clip: must be >= 0 (0 = off), got {self.grad_clip}"),
+        ] if bad]
+
 
 @dataclass
 class ScheduleConfig:
@@ -31,6 +41,14 @@ class ScheduleConfig:
     warmup: int = 715  # steps of linear warmup from lr/warmup to lr
     min_lr: float = 6e-5  # learning rate at the end of the decay (GPT-3: a tenth of the peak)
     decay: Literal["cosine", "linear", "constant"] = "cosine"  # shape of the decay after warmup
+
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field (min_lr is checked against optim.lr by the spec)."""
+        return [msg for bad, msg in [
+            (self.steps <= 0, f"steps: must be positive, got {self.steps}"),
+            (not 0 <= self.warmup < max(self.steps, 1),
+             f"warmup: must be in [0, schedule.steps={self.steps}), got {self.warmup}"),
+        ] if bad]
 
 
 def lr_at(step: int, lr: float, sched: ScheduleConfig) -> float:

@@ -8,7 +8,6 @@ step (see `harness.distributed.any_rank`), finish that step, save one checkpoint
 
 import signal
 import sys
-import time
 
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
@@ -18,13 +17,12 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signal: str | None = None
-        self.at: float | None = None
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signal is None:
-            self.signal, self.at = signal.Signals(signum).name, time.time()
+            self.signal = signal.Signals(signum).name
             print(f"received {self.signal}: will checkpoint and stop at the next agreed step",
                   file=sys.stderr, flush=True)
         elif signum == signal.SIGINT:

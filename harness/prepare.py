@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from harness.atomic import fsync_dir, replace_text
+from harness.atomic import fsync_dir, replacing, write_text
 from harness.shards import TOKEN_DTYPE, file_sha256, shard_num_tokens, write_shard
-from harness.sources import HUB, Source, SourceError, SplitRule, hub, local_files, shakespeare
+from harness.sources import NAMED_SOURCES, Source, SourceError, SplitRule, hub, local_files, shakespeare
 from harness.tokenizer import EOT, GPT2_RANKS_SHA256, VOCAB_SIZE, gpt2_encoding
 
 MANIFEST = "manifest.json"
@@ -129,14 +129,9 @@ def _save_progress(out: Path, config: dict, next_doc: int, writers: dict[str, Sh
     """One atomic file holds the position and both pending buffers, so they can never disagree."""
     record = {"config": config, "next_document": next_doc}
     record["splits"] = {s: asdict(w.state) for s, w in writers.items()}
-    tmp = out / (PROGRESS + ".tmp")
-    with open(tmp, "wb") as f:
+    with replacing(out / PROGRESS) as f:
         np.savez(f, record=np.frombuffer(json.dumps(record).encode(), dtype=np.uint8),
                  **{f"pending_{s}": w.pending() for s, w in writers.items()})
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / PROGRESS)
-    fsync_dir(out)
 
 
 def _load_progress(out: Path, config: dict) -> tuple[int, dict[str, SplitState], dict[str, np.ndarray]]:
@@ -210,7 +205,7 @@ def prepare(source: Source, out: Path, shard_tokens: int = 100_000_000, workers:
         w.flush()
     manifest = _manifest(config, {s: w.state for s, w in writers.items()}, context_length)
     manifest["prepare_seconds"] = round(time.time() - t0, 1)
-    replace_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     (out / PROGRESS).unlink(missing_ok=True)
     fsync_dir(out)
     return manifest
@@ -256,7 +251,7 @@ def verify(out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", choices=["shakespeare", *HUB], help="a named corpus (or use --files)")
+    p.add_argument("source", nargs="?", choices=NAMED_SOURCES, help="a named corpus (or use --files)")
     p.add_argument("--files", help="glob of local .txt / .jsonl / .parquet files")
     p.add_argument("--text-field", default="text", help="the text column of .jsonl/.parquet rows")
     p.add_argument("--val-fraction", type=float, help="fraction of documents for val (default: per source)")

@@ -6,12 +6,11 @@ build-nanogpt's `.npy` shards (a bare 1-D uint16 array) are read too.
 """
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
-from harness.atomic import fsync_dir
+from harness.atomic import replacing
 
 MAGIC = 20240520
 VERSION = 1
@@ -25,18 +24,13 @@ class ShardError(ValueError):
 
 
 def write_shard(path: Path, tokens: np.ndarray) -> str:
-    """Write `tokens` atomically (temporary name, fsync, rename) and return their sha256."""
+    """Write `tokens` atomically and durably (harness.atomic) and return their sha256."""
     tokens = np.ascontiguousarray(tokens, dtype=TOKEN_DTYPE)
     header = np.zeros(HEADER_WORDS, dtype=np.int32)
     header[:3] = (MAGIC, VERSION, len(tokens))
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with replacing(path) as f:
         f.write(header.tobytes())
         f.write(tokens.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
     return hashlib.sha256(header.tobytes() + tokens.tobytes()).hexdigest()
 
 

@@ -152,6 +152,9 @@ HUB = {
 }
 
 
+NAMED_SOURCES = ("shakespeare", *HUB)  # what `python -m harness.prepare SOURCE` takes
+
+
 def hub(source: str, streaming: bool = False, hub_id: str | None = None) -> Source:
     """A HuggingFace dataset; `streaming` avoids the full download at the cost of slower resumes."""
     spec = HUB[source]

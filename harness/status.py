@@ -13,39 +13,12 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-from harness.metrics import read_metrics
+from harness.run_dir import RunDir, find_runs
 
 COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "hellaswag", "tok/s", "eta",
            "restarts", "checkpoint", "log"]
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    runs = []
-    for p in map(Path, paths):
-        if (p / "config.json").exists():
-            runs.append(p)
-        elif p.is_dir():
-            runs += sorted(c.parent for c in p.glob("*/config.json"))
-            runs += sorted(c.parent for c in p.glob("*/*/config.json"))
-        else:
-            print(f"warning: {p} is not a run directory", file=sys.stderr)
-    return runs
-
-
-def last_job(run_dir: Path) -> dict | None:
-    """The newest job recorded in the run's jobs.jsonl (by harness.submit or sbatch/train.sh)."""
-    path = run_dir / "jobs.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-    return None
 
 
 def queue_state(job_id: str) -> str | None:
@@ -69,50 +42,49 @@ def slurm_state(job_id: str) -> str | None:
     return None
 
 
-RUNNING_WINDOW_S = 300  # a run that wrote metrics this recently and never stopped is taken to be running
+def queued_job(run: RunDir) -> str | None:
+    """The id of a job of this run that is still pending or running, if any."""
+    job = run.last_job()
+    return job["job_id"] if job and queue_state(str(job["job_id"])) else None
 
 
-def run_state(rows: list[dict], now: float | None = None) -> str:
-    """From the metrics alone: finished, preempted, failed or failed (non-finite) from the last stop
-    row unless a start came after it; else running (rows in the last 5 minutes), interrupted (ended
-    without a stop row: killed, or its node died), or new."""
-    if not rows:
-        return "new"
-    starts = [r["time"] for r in rows if r["kind"] == "start"]
-    stops = [r for r in rows if r["kind"] == "stop"]
-    if stops and (not starts or max(starts) <= stops[-1]["time"]):
-        return {"finished": "finished", "preempted": "preempted", "nonfinite": "failed (non-finite loss)"}.get(
-            stops[-1]["reason"], "failed")
-    now = time.time() if now is None else now
-    return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
+def layout(start: dict | None, job: dict, cluster: dict) -> str:
+    """What the run runs on: from its latest start where it has one, else from its job or spec."""
+    if start:
+        nodes = len(set(start["hosts"])) or 1
+        per_node, device = start["world_size"] // nodes, "cpu" if start["device"].startswith("cpu") else "gpu"
+    else:
+        nodes = job.get("nodes", cluster["nodes"])
+        gpus = job.get("gpus_per_node", cluster["gpus_per_node"])
+        per_node = cluster["procs_per_node"] or gpus or 1
+        device = "gpu" if gpus else "cpu"
+    return f"{nodes} node{'s' * (nodes > 1)} x {per_node} proc{'s' * (per_node > 1)} ({device})"
 
 
-def run_status(run_dir: Path) -> dict:
-    spec = json.loads((run_dir / "config.json").read_text())
-    rows = read_metrics(run_dir / "metrics.jsonl")
+def run_status(run: RunDir) -> dict:
+    spec = run.spec_dict()
+    rows = run.metrics_rows()
     last = {r["kind"]: r for r in rows}  # the newest row of each kind
     total = spec["schedule"]["steps"]
     step = max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0)
-    job = last_job(run_dir) or {}
+    job = run.last_job() or {}
     queue = slurm_state(str(job["job_id"])) if job else None
-    state = queue or run_state(rows).upper()
+    state = queue or run.state().upper()
     error = None
-    if state.startswith(("FAILED", "INTERRUPTED")) and (run_dir / "errors.jsonl").exists():
-        error = json.loads((run_dir / "errors.jsonl").read_text().splitlines()[-1])["error"]
+    if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
+        error = last_error["error"]
 
     recent = [r for r in rows if r["kind"] == "train"][-20:]
     tok_s = statistics.median(r["tokens_per_s"] for r in recent) if recent else None
     eta = None
     if tok_s and step < total and not state.startswith(("FINISHED", "FAILED")):
         eta = (total - step) * spec["train"]["batch_tokens"] / tok_s
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*")) if (run_dir / "checkpoints").exists() else []
-    cl = spec["cluster"]
     return {
         "name": spec["name"],
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
         "job": job.get("job_id"),
         "state": state,
-        "layout": f"{job.get('nodes', cl['nodes'])}x{job.get('gpus_per_node', cl['gpus_per_node'])}",
+        "layout": layout(last.get("start"), job, spec["cluster"]),
         "step": step,
         "total_steps": total,
         "train_loss": last.get("train", {}).get("loss"),
@@ -121,7 +93,7 @@ def run_status(run_dir: Path) -> dict:
         "tokens_per_s": tok_s,
         "eta_s": eta,
         "restarts": max(0, sum(r["kind"] == "start" for r in rows) - 1),
-        "checkpoint": int(ckpts[-1].name.split("_")[1]) if ckpts else None,
+        "checkpoint": run.newest_checkpoint_step(),
         "log": job.get("log"),
         "error": error,
     }

@@ -3,14 +3,14 @@
     python -m harness.submit experiments/fineweb_10b.py [--optim.lr 3e-4 ...] [--dry-run | --local]
     python -m harness.submit log/fineweb_10b --resume          # resubmit a stopped run
     python -m harness.submit experiments/shakespeare_lr_sweep.py   # a sweep: one job array, a run dir each
+    python -m harness.submit --eval hellaswag log/fineweb_10b [harness.eval options] [--cluster.field value ...]
 
 Everything that can be checked is checked before anything is queued. On the preemption or
 time-limit signal (USR2, `cluster.signal_lead_s` before the kill) the workers save a checkpoint;
 submitit then requeues the job, and the next start resumes from that checkpoint.
 """
 
-import dataclasses
-import json
+import argparse
 import os
 import shlex
 import shutil
@@ -18,17 +18,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+import simple_parsing
 
 from harness import config
 from harness.checkpoint import is_huggingface_dir
-from harness.cluster import TORCHRUN_ENV, rendezvous_port, torchrun_command
+from harness.cluster import TORCHRUN_ENV, head_node, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
-from harness.metrics import read_metrics
-from harness.status import last_job, queue_state, run_state
+from harness.run_dir import RunDir
+from harness.status import queued_job
 
-OWN_FLAGS = ("--dry-run", "--local", "--resume", "--allow-changes", "--init-run-dir")
+PROG = "python -m harness.submit"
 
 
 class TorchrunJob:
@@ -49,7 +50,7 @@ class TorchrunJob:
         self.__dict__.update(state, _proc=None, _done=threading.Event())
 
     def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
-        return torchrun_command(self.nproc_per_node, nnodes, head, job_id, self.max_restarts, self.module_args)
+        return torchrun_command(self.nproc_per_node, self.max_restarts, self.module_args, nnodes, head, job_id)
 
     def __call__(self) -> str:
         import submitit
@@ -66,11 +67,12 @@ class TorchrunJob:
         threading.Thread(target=lambda: (self._proc.wait(), self._done.set()), daemon=True).start()
         while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
             pass
-        outcome = run_outcome(Path(self.cwd) / self.run_dir) if self.run_dir else None
+        run = RunDir(Path(self.cwd) / self.run_dir) if self.run_dir else None
+        outcome = run.state() if run else None
         # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
         # workers saved and stopped cleanly: the run's own log says what happened.
         if self._proc.returncode != 0 and outcome != "preempted":
-            where = f" and in {self.run_dir}/errors.jsonl" if self.run_dir else ""
+            where = f"; the run's error records are in {run.errors}" if run else ""
             raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
                                f"the failing rank's error is above{where}")
         job_id = os.environ.get("SLURM_JOB_ID")
@@ -93,11 +95,6 @@ class TorchrunJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
-def run_outcome(run_dir: Path) -> str:
-    """How the latest start of a run ended, from its metrics: finished, preempted, failed, ..."""
-    return run_state(read_metrics(run_dir / "metrics.jsonl"))
-
-
 # ----------------------------------------------------------------------------- checks before queueing
 
 
@@ -110,7 +107,8 @@ def slurm_partitions() -> list[str]:
 
 def check_cluster(specs: list[Experiment]) -> None:
     if shutil.which("sbatch") is None:
-        raise SpecError("sbatch not found: this is not a Slurm login node (use --local to run here)")
+        raise SpecError("sbatch not found: this is not a Slurm login node (use --local to run here, or --dry-run "
+                        "to see the job)")
     known = slurm_partitions()
     for spec in specs:
         if spec.cluster.partition and spec.cluster.partition not in known:
@@ -118,25 +116,12 @@ def check_cluster(specs: list[Experiment]) -> None:
                             f"(sinfo lists {', '.join(known)})")
 
 
-def queued_job(run_dir: Path) -> str | None:
-    """The id of a job of this run that is still pending or running, if any."""
-    job = last_job(run_dir)
-    return job["job_id"] if job and queue_state(str(job["job_id"])) else None
+# ----------------------------------------------------------------------------- the job
 
 
-def record_job(run_dir: Path, **fields: object) -> None:
-    with open(run_dir / "jobs.jsonl", "a") as f:
-        f.write(json.dumps({"time": round(time.time(), 3), **fields}) + "\n")
-
-
-# ----------------------------------------------------------------------------- submitting
-
-
-def make_executor(spec: Experiment, folder: Path) -> "object":
-    import submitit
-
+def slurm_parameters(spec: Experiment) -> dict:
+    """The job's Slurm request, as submitit's SlurmExecutor.update_parameters takes it."""
     c = spec.cluster
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=c.max_timeouts)
     params = dict(
         job_name=spec.name,  # what squeue shows
         nodes=c.nodes,
@@ -152,8 +137,27 @@ def make_executor(spec: Experiment, folder: Path) -> "object":
     optional = dict(gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_task,
                     mem=f"{c.mem_gb}GB" if c.mem_gb else None, partition=c.partition, account=c.account,
                     qos=c.qos, constraint=c.constraint, exclusive=c.exclusive)
-    params |= {k: v for k, v in optional.items() if v}
-    executor.update_parameters(**params)
+    return params | {k: v for k, v in optional.items() if v}
+
+
+def sbatch_options(params: dict) -> list[str]:
+    """`slurm_parameters` as the #SBATCH lines they become (for --dry-run, which needs no Slurm)."""
+    lines = []
+    for key, value in params.items():
+        if key == "signal_delay_s":
+            lines.append(f"#SBATCH --signal=USR2@{value}")
+        elif key == "additional_parameters":
+            lines += [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in value.items()]
+        elif key not in ("srun_args", "stderr_to_stdout"):  # used on the srun line, and by submitit's logs
+            lines.append(f"#SBATCH --{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
+    return lines
+
+
+def make_executor(spec: Experiment, folder: Path) -> "object":
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.cluster.max_timeouts)
+    executor.update_parameters(**slurm_parameters(spec))
     return executor
 
 
@@ -164,15 +168,16 @@ def make_job(spec: Experiment) -> TorchrunJob:
 
 def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
     """Create or check each run directory, then submit one job (or one array for a sweep)."""
-    for spec in specs:
-        run_dir = Path(spec.run_dir)
-        if (job := queued_job(run_dir)) is not None:
-            raise SpecError(f"{run_dir} already has job {job} in the queue (scancel it first)")
-        changes = config.init_run_dir(spec, allow="compatible" if allow_changes else "none")
-        if (run_dir / "checkpoints").exists():
-            print(f"{run_dir}: continuing the existing run from its checkpoints"
+    runs = [RunDir(spec.run_dir) for spec in specs]
+    for spec, run in zip(specs, runs, strict=True):
+        if (job := queued_job(run)) is not None:
+            raise SpecError(f"{run.path} already has job {job} in the queue (scancel it first)")
+        changes = run.init(spec, allow="compatible" if allow_changes else "none")
+        if run.checkpoint_dirs():
+            print(f"{run.path}: continuing the existing run from its checkpoints"
                   + (f" (changed: {config.describe(changes)})" if changes else ""))
-    folder = Path(specs[0].run_dir) / "slurm" if len(specs) == 1 else Path(specs[0].run_dir).parent / "slurm"
+    # A sweep's array shares one submitit folder beside its runs.
+    folder = runs[0].slurm if len(specs) == 1 else runs[0].path.parent / runs[0].slurm.name
     executor = make_executor(specs[0], folder)
     if len(specs) == 1:
         jobs = [executor.submit(make_job(specs[0]))]
@@ -180,10 +185,10 @@ def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
         with executor.batch():  # one job array: a task per spec
             jobs = [executor.submit(make_job(s)) for s in specs]
     ids = []
-    for spec, job in zip(specs, jobs, strict=True):
+    for spec, run, job in zip(specs, runs, jobs, strict=True):
         log = str(job.paths.stdout).replace("%t", "0")
-        record_job(Path(spec.run_dir), job_id=job.job_id, via="submitit", log=log, nodes=spec.cluster.nodes,
-                   gpus_per_node=spec.cluster.gpus_per_node)
+        run.record_job(job_id=job.job_id, via="submitit", log=log, nodes=spec.cluster.nodes,
+                       gpus_per_node=spec.cluster.gpus_per_node)
         ids.append(job.job_id)
         print(f"submitted {spec.name}: job {job.job_id}\n"
               f"  run dir : {spec.run_dir}\n  log     : {log}\n"
@@ -193,64 +198,68 @@ def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
 
 
 def dry_run(specs: list[Experiment]) -> None:
+    """What would be submitted, on any machine: no Slurm, no submitit, nothing written. Data not yet
+    prepared is named, with the command that prepares it."""
     for spec in specs:
-        executor = make_executor(spec, Path(spec.run_dir) / "slurm")
-        inner = executor._executor if hasattr(executor, "_executor") else executor
-        # submitit's own rendering of the script it would pass to sbatch
-        script = inner._make_submission_file_text(inner._submitit_command_str, "dry-run")
-        print(f"# ---- {spec.name}: sbatch script\n{script}")
+        try:
+            config.validate(spec, spec.cluster.world_size)
+        except SpecError as e:
+            problems = "\n".join(f"#   {line}" for line in str(e).splitlines())
+            print(f"# ---- {spec.name}: not ready to submit:\n{problems}")
+        print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
+              "that starts the job)")
+        print("\n".join(sbatch_options(slurm_parameters(spec))))
+        port = f"<20000 + crc32(job id) % 20000, e.g. {rendezvous_port('1234')}>"
         cmd = make_job(spec).command(spec.cluster.nodes, "<first node>", "<job id>")
-        cmd[cmd.index(next(a for a in cmd if a.startswith("--rdzv-endpoint")))] = \
-            f"--rdzv-endpoint=<first node>:<20000 + crc32(job id) % 20000, e.g. {rendezvous_port('1234')}>"
-        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs:\n{shlex.join(cmd)}\n")
+        cmd = [a.replace(f":{rendezvous_port('<job id>')}", f":{port}") for a in cmd]
+        srun = " ".join(slurm_parameters(spec)["srun_args"])
+        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs (srun {srun}, one task per node), with "
+              f"{' '.join(f'{k}={v}' for k, v in TORCHRUN_ENV.items())}:\n{shlex.join(cmd)}\n")
 
 
 def init_from_batch_script(specs: list[Experiment]) -> None:
-    """For sbatch/train.sh: check and create the run directory, record the job, print the path."""
+    """For sbatch/train.sh: check and create the run directory, record the job, and print the shell
+    lines the script evaluates (the run directory and the command each node runs)."""
     if len(specs) != 1:
         raise SpecError(f"sbatch/train.sh runs one spec; the file defines {len(specs)}: add --sweep-index N")
-    spec = specs[0]
-    config.init_run_dir(spec, allow="compatible")
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if job_id:
-        info = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
-        log = next((f.split("=", 1)[1] for f in info.split() if f.startswith("StdOut=")), None)
-        record_job(Path(spec.run_dir), job_id=job_id, via="sbatch", log=log, nodes=spec.cluster.nodes,
+    spec, run = specs[0], RunDir(specs[0].run_dir)
+    run.init(spec, allow="compatible")
+    job_id = os.environ["SLURM_JOB_ID"]
+    info = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    log = next((f.split("=", 1)[1] for f in info.split() if f.startswith("StdOut=")), None)
+    run.record_job(job_id=job_id, via="sbatch", log=log, nodes=spec.cluster.nodes,
                    gpus_per_node=int(os.environ.get("SLURM_GPUS_ON_NODE", 0)))
-        # squeue then shows the experiment's name, as for harness.submit
-        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
-    print(spec.run_dir)
+    # squeue then shows the experiment's name, as for harness.submit
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
+    node = make_job(spec).command(spec.cluster.nodes, head_node(), job_id)
+    print(f"RUN_DIR={shlex.quote(spec.run_dir)}")
+    print(f"NODE_COMMAND={shlex.quote(shlex.join(node))}")
+    for key, value in TORCHRUN_ENV.items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def run_local(spec: Experiment) -> int:
     """The same job on this machine, without Slurm: one node, torchrun in the foreground."""
-    config.init_run_dir(spec, allow="compatible")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={spec.cluster.nproc_per_node}", f"--max-restarts={spec.train.max_restarts}",
-           "-m", "harness.train", spec.run_dir]
+    RunDir(spec.run_dir).init(spec, allow="compatible")
+    cmd = torchrun_command(spec.cluster.nproc_per_node, spec.train.max_restarts, ["harness.train", spec.run_dir])
     print(shlex.join(cmd), flush=True)
     return subprocess.call(cmd, env=os.environ | TORCHRUN_ENV)
 
 
-def submit_eval(argv: list[str]) -> None:
-    """`--eval KIND TARGET [harness.eval options] [--cluster.field value ...]`: one node, torchrun over
-    `python -m harness.eval`; the result is written beside the evaluated checkpoint as usual."""
-    if len(argv) < 2 or argv[0] not in ("hellaswag", "val-loss"):
-        raise SpecError("usage: python -m harness.submit --eval hellaswag|val-loss TARGET [options] "
-                        "[--cluster.field value ...]")
-    kind, target = argv[0], Path(argv[1])
-    cluster_args = [a for i, a in enumerate(argv) if a.startswith("--cluster.")
-                    or (i > 0 and argv[i - 1].startswith("--cluster."))]
-    eval_args = [a for a in argv[2:] if a not in cluster_args]
-    run_dir = next((d for d in (target, *target.parents) if (d / "config.json").exists()
-                    and not is_huggingface_dir(d)), None)
-    base = config.load_run_spec(run_dir) if run_dir else Experiment(name=f"eval-{target.name}")
-    cli = config.override_parser("python -m harness.submit --eval", base)
-    spec = dataclasses.replace(base, name=f"eval-{base.name}",
-                               cluster=dataclasses.replace(cli.parse_args(cluster_args).exp.cluster, nodes=1))
+def submit_eval(kind: str, target: Path, rest: list[str]) -> None:
+    """An evaluation on one node: torchrun over `python -m harness.eval KIND TARGET [options]`, with
+    the Slurm resources of the run that TARGET belongs to, changed by any --cluster.field given; the
+    result is written beside the evaluated checkpoint as usual."""
+    from harness.eval.__main__ import parser as eval_parser
+
+    run = next((RunDir(d) for d in (target, *target.parents) if RunDir(d).exists() and not is_huggingface_dir(d)),
+               None)
+    base = run.read_spec() if run else Experiment(name=f"eval-{target.name}")
+    overrides, eval_args = config.override_parser(f"{PROG} --eval", base).parse_known_args(rest)
+    eval_parser().parse_args([kind, str(target), *eval_args])  # a bad option fails here, before queueing
+    spec = simple_parsing.replace(overrides.exp, {"name": f"eval-{base.name}", "cluster.nodes": 1})
     check_cluster([spec])
-    folder = (run_dir or target) / "eval-slurm"
-    executor = make_executor(spec, folder)
+    executor = make_executor(spec, (run or RunDir(target)).eval_slurm)
     job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(),
                                       spec.cluster.nproc_per_node, 0, spec.cluster.signal_lead_s))
     log = str(job.paths.stdout).replace("%t", "0")
@@ -258,53 +267,53 @@ def submit_eval(argv: list[str]) -> None:
           f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
 
 
-FLAGS_HELP = """harness.submit's own flags:
-  --dry-run        print the sbatch script and the torchrun command; submit and create nothing
-  --local          run the same job on this machine without Slurm (one node)
-  --resume         resubmit the run in RUN_DIR (changes that keep its checkpoints valid are allowed)
-  --allow-changes  resubmit an existing run dir whose spec differs in fields that keep checkpoints valid
-  --sweep-index N  one run of a sweep
-  --eval hellaswag|val-loss TARGET [harness.eval options] [--cluster.field value ...]
-                   submit an evaluation of a run, checkpoint or HuggingFace GPT-2 directory
-  --init-run-dir   (for sbatch/train.sh) validate, create the run dir, record the job, print its path
-"""
+def parser() -> argparse.ArgumentParser:
+    p = config.spec_parser(PROG, __doc__)
+    own = p.add_argument_group("harness.submit")
+    own.add_argument("--dry-run", action="store_true",
+                     help="print the sbatch options and the command each node runs; submit and create nothing")
+    own.add_argument("--local", action="store_true", help="run the same job on this machine without Slurm (one node)")
+    own.add_argument("--resume", action="store_true",
+                     help="resubmit the run in RUN_DIR (changes that keep its checkpoints valid are allowed)")
+    own.add_argument("--allow-changes", action="store_true",
+                     help="resubmit an existing run dir whose spec differs in fields that keep checkpoints valid")
+    own.add_argument("--eval", choices=["hellaswag", "val-loss"], metavar="hellaswag|val-loss",
+                     help="submit an evaluation of TARGET (a run, checkpoint or HuggingFace GPT-2 directory); "
+                          "harness.eval's options and --cluster.field overrides follow")
+    own.add_argument("--init-run-dir", action="store_true",
+                     help="(for sbatch/train.sh) validate, create the run dir, record the job, print shell lines")
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__ + "\n" + FLAGS_HELP + "\nSpec fields (--field value), as for harness.train:")
-        config.override_parser("python -m harness.submit EXPERIMENT.py", Experiment()).print_help()
-        return
-    if argv and argv[0] == "--eval":
-        try:
-            return submit_eval(argv[1:])
-        except SpecError as e:
-            sys.exit(f"error: {e}")
-    flags = {f for f in OWN_FLAGS if f in argv}
-    rest = [a for a in argv if a not in OWN_FLAGS]
-    if "--resume" in flags and not (rest and Path(rest[0]).is_dir()):
-        sys.exit("error: --resume takes a run directory: python -m harness.submit RUN_DIR --resume")
+    front = parser()
     try:
-        specs = config.parse_cli(rest, "python -m harness.submit", multiple=True)
-        local = "--local" in flags
-        if local and len(specs) > 1:
+        args, rest = front.parse_known_args(argv)
+        if args.eval:
+            if not args.target:
+                raise SpecError(f"usage: {PROG} --eval hellaswag|val-loss TARGET [options] [--cluster.field value]")
+            return submit_eval(args.eval, Path(args.target), rest)
+        if args.resume and not (args.target and Path(args.target).is_dir()):
+            raise SpecError(f"--resume takes a run directory: {PROG} RUN_DIR --resume")
+        specs, args = config.parse_command(argv, PROG, front, multiple=True)
+        if args.local and len(specs) > 1:
             raise SpecError("--local runs one spec; pick one with --sweep-index N")
-        if local:  # one node: this machine
-            specs = [dataclasses.replace(specs[0], cluster=dataclasses.replace(specs[0].cluster, nodes=1))]
-        for spec in specs:
-            config.validate(spec, spec.cluster.world_size)
+        if args.local:  # one node: this machine
+            specs = [simple_parsing.replace(specs[0], {"cluster.nodes": 1})]
+        for spec in specs:  # a dry run shows the job even before the data is prepared
+            config.validate(spec, spec.cluster.world_size, check_data=not args.dry_run)
         run_dirs = [Path(s.run_dir).resolve() for s in specs]
         if len(set(run_dirs)) < len(run_dirs):
             raise SpecError("run_dir: the runs of a sweep need distinct run directories (do not override run_dir)")
-        if local:
+        if args.local:
             sys.exit(run_local(specs[0]))
-        if "--dry-run" in flags:
+        if args.dry_run:
             return dry_run(specs)
-        if "--init-run-dir" in flags:
+        if args.init_run_dir:
             return init_from_batch_script(specs)
         check_cluster(specs)
-        submit(specs, allow_changes=bool(flags & {"--allow-changes", "--resume"}))
+        submit(specs, allow_changes=args.allow_changes or args.resume)
     except SpecError as e:
         sys.exit(f"error: {e}")
 

@@ -20,38 +20,73 @@ import time
 import traceback
 from pathlib import Path
 
+import simple_parsing
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import config, distributed
-from harness.atomic import replace_text
 from harness.auto_batch import choose_micro_batch
-from harness.checkpoint import (
-    Checkpointer,
-    CheckpointLayoutError,
-    list_checkpoints,
-    load_latest,
-    rng_state,
-    set_rng_state,
-)
+from harness.checkpoint import Checkpointer, CheckpointLayoutError, load_latest, rng_state, set_rng_state
 from harness.config import Experiment, SpecError
 from harness.data import DataError, ShardedTokenReader, load_manifest
 from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate_hellaswag
 from harness.eval.val_loss import val_loss
 from harness.generate import sample
-from harness.metrics import MetricsLog, history, read_metrics, start_wandb
+from harness.metrics import MetricsLog, start_wandb
 from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
+from harness.nonfinite import NonFiniteError, NonFiniteGuard, refuse_to_replay
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
+from harness.run_dir import RunDir
 
 
-class NonFiniteError(RuntimeError):
-    """The loss or gradient norm became NaN/inf."""
+@dataclasses.dataclass
+class TrainState:
+    """What a checkpoint resumes (lingua's TrainState); everything else is rebuilt from the spec.
+
+    The step, the wandb run and the latest logged values are the same on every rank; the reader
+    position and the random streams are each rank's own."""
+
+    step: int = 0
+    wandb_id: str | None = None
+    last: dict[str, float] = dataclasses.field(default_factory=dict)  # latest train/val loss, HellaSwag
+    reader: dict | None = None  # this rank's train reader position (ShardedTokenReader.state_dict)
+    rng: dict | None = None  # this rank's random streams (python, numpy, torch, CUDA)
+
+    def shared(self) -> dict:
+        return {"step": self.step, "wandb_id": self.wandb_id, "last": self.last}
+
+    def own(self) -> dict:
+        return {"train_reader": self.reader, "rng": self.rng}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TrainState":
+        meta, own = ckpt["meta"], ckpt["rank"]
+        return cls(meta["step"], meta.get("wandb_id"), meta.get("last", {}), own["train_reader"], own["rng"])
+
+
+class StepTimer:
+    """Seconds per training step since the last reading; evaluation and checkpoint time excluded."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.steps = time.time(), 0
+
+    def tick(self) -> None:
+        self.steps += 1
+
+    def per_step(self) -> float:
+        seconds = (time.time() - self.start) / max(1, self.steps)
+        self.reset()
+        return seconds
 
 
 class Trainer:
     def __init__(self, exp: Experiment, env: distributed.DistEnv, stop: StopRequest):
+        """Build everything the spec describes, then restore the newest checkpoint that loads."""
         self.env, self.stop, self.device = env, stop, env.device
         config.validate(exp, env.world_size)
         self.autocast = autocast(self.device, exp.train.dtype)
@@ -62,11 +97,11 @@ class Trainer:
         # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
         torch.manual_seed(exp.seed)
         self.model = GPT(exp.model).to(self.device)
+        self.run_dir = RunDir(exp.run_dir)
         if exp.train.micro_batch == "auto":
             exp = self._resolve_micro_batch(exp)
         self.exp, tc = exp, exp.train
-        self.run_dir = Path(exp.run_dir)
-        self.spec_changes = distributed.on_main(lambda: config.init_run_dir(exp), env)
+        self.spec_changes = distributed.on_main(lambda: self.run_dir.init(exp), env)
         self.accum = tc.batch_tokens // (tc.micro_batch * tc.seq_len * env.world_size)
         self.optimizer = build_optimizer(self.model, exp.optim, self.device.type)
         reader_args = dict(batch_size=tc.micro_batch, seq_len=tc.seq_len, rank=env.rank,
@@ -77,43 +112,42 @@ class Trainer:
                          if exp.eval.val_every else None)
         if exp.eval.hellaswag_every:  # missing HellaSwag data fails now, not hours in at the first evaluation
             cached_examples(exp.eval.hellaswag_data or None, exp.eval.hellaswag_limit, env)
-        self.step, self.wandb_id, self.resumed_from = 0, None, None
+        self.checkpointer = Checkpointer(self.run_dir.checkpoints, exp.checkpoint, env)
+        self.guard = NonFiniteGuard(tc.on_nonfinite, self.device, self.run_dir)
+        self.timer = StepTimer()
+        self.log: MetricsLog | None = None
+
+        self.state = TrainState()
         # Rank 0 reads the earlier starts' rows once, for every rank: the restart number, and how the
         # last start ended.
-        self.restart, last_stop = distributed.on_main(lambda: history(self.run_dir / "metrics.jsonl"), env)
-        found = load_latest(self.run_dir / "checkpoints", env.rank, env.world_size, exp.data.reshard)
-        if found:
-            self.resumed_from, state = found
-            self._restore(state)
-            self._refuse_to_replay_a_divergence(last_stop)
-        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", exp.checkpoint, env)
-        self.log = None
+        self.restart, last_stop = distributed.on_main(self.run_dir.history, env)
+        self.resumed_from = self.restore()
+        if self.resumed_from:
+            refuse_to_replay(last_stop, config.spec_hash(exp), self.run_dir, self.resumed_from)
 
-        # Compile the model, then wrap it in DDP (as build-nanogpt does): DDP's no_sync flag and its
-        # gradient hooks stay outside the compiled graph. Evaluation and checkpoints use self.model.
+        # The module that trains: the model compiled, then wrapped in DDP (as build-nanogpt does), so
+        # that DDP's no_sync flag and gradient hooks stay outside the compiled graph. Evaluation,
+        # sampling and checkpoints use the plain self.model, which shares its parameters.
         compiled = torch.compile(self.model) if tc.compile else self.model
-        self.ddp = DDP(compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
-            if env.distributed else None
-        self.train_module = self.ddp or compiled
+        self.trained = DDP(compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
+            if env.distributed else compiled
         self.hosts = distributed.gather(socket.gethostname(), env)
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         self.peak_flops = peak_flops(self.device, tc.peak_tflops)
-        self.first_bad_step = torch.full((), -1, device=self.device)  # first step with a non-finite norm
-        self.last = {}  # the latest logged values, for checkpoints and the summary
 
     def print(self, msg: str) -> None:
         if self.env.is_main:
             print(msg, flush=True)
 
     def _resolve_micro_batch(self, exp: Experiment) -> Experiment:
-        """A resumed run reuses the size its config.json recorded; a new run probes the GPU."""
+        """A resumed run reuses the size its spec recorded; a new run probes the GPU."""
         chosen = None
-        if (Path(exp.run_dir) / "config.json").exists():
-            stored = config.load_run_spec(exp.run_dir).train.micro_batch
+        if self.run_dir.exists():
+            stored = self.run_dir.read_spec().train.micro_batch
             if stored != "auto":
-                candidate = dataclasses.replace(exp, train=dataclasses.replace(exp.train, micro_batch=stored))
                 try:
-                    config.validate(candidate, self.env.world_size, check_data=False)
+                    config.validate(simple_parsing.replace(exp, {"train.micro_batch": stored}), self.env.world_size,
+                                    check_data=False)
                     chosen = stored
                 except SpecError:
                     pass  # the batch or world size changed since: probe again
@@ -121,62 +155,75 @@ class Trainer:
             tc = exp.train
             chosen = choose_micro_batch(self.model, tc.batch_tokens, exp.eval.val_tokens if exp.eval.val_every
                                         else tc.batch_tokens, tc.seq_len, self.env, self.autocast)
-        exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, micro_batch=chosen))
+        exp = simple_parsing.replace(exp, {"train.micro_batch": chosen})
         config.validate(exp, self.env.world_size)
         return exp
 
-    def _restore(self, state: dict) -> None:
-        meta = state["meta"]
-        saved = config.from_json(json.dumps(meta["spec"]), f"checkpoint step {meta['step']}")
-        # What changed since this checkpoint was written: harness.submit may already have rewritten
-        # config.json, so the run directory's copy cannot tell the start event what changed.
-        self.spec_changes = config.diff(saved, self.exp)
-        changes = config.breaking_changes(self.spec_changes)
-        if changes:
-            raise SpecError(f"checkpoint step {meta['step']} was written by a different spec: "
-                            f"{config.describe(changes)}; use another run_dir to start a new run")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optim"])
-        self.train_data.load_state_dict(state["rank"]["train_reader"], reshard=self.exp.data.reshard)
-        set_rng_state(state["rank"]["rng"], self.device)
-        self.step = meta["step"]
+    # ------------------------------------------------------------------ state <-> checkpoint
 
-    def _refuse_to_replay_a_divergence(self, last_stop: dict | None) -> None:
-        """Resuming is exact, so a run that diverged would diverge again at the same step: a restart
-        (by torchrun, by a requeue, by hand) with an unchanged spec is refused at once instead of
-        retraining up to the same NaN max_restarts times."""
-        diverged = last_stop is not None and last_stop["reason"] == "nonfinite"
-        if diverged and last_stop.get("spec_hash") == config.spec_hash(self.exp):
-            raise SpecError(f"{self.run_dir} stopped with a non-finite loss or gradient norm at step "
-                            f"{last_stop['failed_step']}, and resuming from {self.resumed_from} with the same spec "
-                            "would replay it exactly: change the spec (e.g. a lower --optim.lr, "
-                            "--optim.grad_clip) or set --train.on_nonfinite skip, then resume")
+    def restore(self) -> Path | None:
+        """checkpoint -> state: the newest checkpoint that loads, into the model, the optimizer, this
+        rank's reader and random streams. Returns its path (None: a fresh start)."""
+        found = load_latest(self.run_dir.checkpoints, self.env.rank, self.env.world_size, self.exp.data.reshard)
+        if found is None:
+            return None
+        path, ckpt = found
+        saved = config.from_json(json.dumps(ckpt["meta"]["spec"]), str(path))
+        # What changed since this checkpoint was written: harness.submit may already have rewritten the
+        # run's spec file, so only the checkpoint's copy can tell the start event what changed.
+        self.spec_changes = config.diff(saved, self.exp)
+        if breaking := config.breaking_changes(self.spec_changes):
+            raise SpecError(f"{path} was written by a different spec: {config.describe(breaking)}; use another "
+                            "run_dir to start a new run")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optim"])
+        self.state = TrainState.from_checkpoint(ckpt)
+        self.train_data.load_state_dict(self.state.reader, reshard=self.exp.data.reshard)
+        set_rng_state(self.state.rng, self.device)
+        return path
+
+    def save(self) -> None:
+        """state -> checkpoint; every rank calls it together."""
+        self.guard.check(self.state.step)  # never let a NaN checkpoint replace a good one
+        t0 = time.time()
+        if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
+            self.optimizer.consolidate_state_dict(to=0)
+        self.state.reader, self.state.rng = self.train_data.state_dict(), rng_state(self.device)
+        main, step = self.env.is_main, self.state.step
+        self.checkpointer.save(step, self.model.state_dict() if main else None,
+                               self.optimizer.state_dict() if main else None, self.state.own(),
+                               {"spec": config.to_dict(self.exp), **self.state.shared()})
+        if self.log:
+            self.log.write("checkpoint", step=step, seconds=round(time.time() - t0, 3),
+                           path=str(self.checkpointer.path(step)), background=self.exp.checkpoint.async_save)
+            self.log.sync()
+        self.timer.reset()
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> str:
         exp, total = self.exp, self.exp.schedule.steps
-        if self.step >= total:
-            self.print(f"{exp.name} already finished ({self.step}/{total} steps)")
+        if self.state.step >= total:
+            self.print(f"{exp.name} already finished ({self.state.step}/{total} steps)")
             return "finished"
         self._open_log()
-        if self.step == 0:
-            self.evaluate(0)
-        self.timer = (time.time(), 0)
-        while self.step < total:
+        if self.state.step == 0:
+            self.evaluate()
+        self.timer.reset()
+        while self.state.step < total:
             loss, norm, lr = self.train_step()
-            self.step += 1
-            self.timer = (self.timer[0], self.timer[1] + 1)
-            done = self.step == total
-            if self.step % exp.log.every == 0 or done:
+            self.state.step += 1
+            self.timer.tick()
+            step, done = self.state.step, self.state.step == total
+            if step % exp.log.every == 0 or done:
                 self.log_step(loss, norm, lr)
-            if done or self._due(exp.eval.val_every) or self._due(exp.eval.hellaswag_every) \
-                    or self._due(exp.eval.sample_every):
-                self.evaluate(self.step)
-            if done or self.checkpointer.due(self.step):
+            if done or any(self._due(every) for every in (exp.eval.val_every, exp.eval.hellaswag_every,
+                                                             exp.eval.sample_every)):
+                self.evaluate()
+            if done or self.checkpointer.due(step):
                 self.save()
-            if not done and self.step % exp.train.stop_check_every == 0 and self.agree_on_stop():
-                if not self.checkpointer.due(self.step):  # else this step was saved just above
+            if not done and step % exp.train.stop_check_every == 0 and self.agree_on_stop():
+                if not self.checkpointer.due(step):  # else this step was saved just above
                     self.save()
                 self.checkpointer.finish()
                 self._stop("preempted", signal=self.stop.signal)
@@ -186,103 +233,65 @@ class Trainer:
         self._stop("finished")
         return "finished"
 
-    def _open_log(self) -> None:
-        if not self.env.is_main:
-            return
-        exp, tc, path = self.exp, self.exp.train, self.run_dir / "metrics.jsonl"
-        self.log = MetricsLog(path, restart=self.restart)
-        self.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
-        device = _device_name(self.device)
-        self.log.write("start", step=self.step, world_size=self.env.world_size, device=device,
-                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"),
-                       checkpoint=str(self.resumed_from) if self.resumed_from else None,
-                       spec_changes=config.describe(self.spec_changes) or None)
-        what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
-        self.print(f"{exp.name}: {what} at step {self.step}/{exp.schedule.steps} (restart {self.log.restart}); "
-                   f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
-                   f"per step, {tc.batch_tokens:,} tokens/step")
-        if self.spec_changes:
-            self.print(f"spec changed since the last start: {config.describe(self.spec_changes)}")
-
-    def _due(self, every: int) -> bool:
-        return every > 0 and self.step % every == 0
-
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
-        tc, oc = self.exp.train, self.exp.optim
-        lr = lr_at(self.step, oc.lr, self.exp.schedule)
-        set_lr(self.optimizer, lr)
+        """One optimizer step: data, forward and backward over the micro-batches, clip, lr, update."""
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.accum):
             x, y = self.train_data.next_batch()
             # Gradients are all-reduced only on the last micro-step; before that they accumulate locally.
-            sync = self.ddp is None or micro == self.accum - 1
-            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+            last = micro == self.accum - 1
+            with contextlib.nullcontext() if last or not isinstance(self.trained, DDP) else self.trained.no_sync():
                 with self.autocast:
-                    _, loss = self.train_module(x, y)
+                    _, loss = self.trained(x, y)
                 # Each micro-batch loss is a mean over its tokens: dividing by the number of micro-steps
                 # makes the accumulated gradient that of the mean over the whole batch, not a sum.
                 loss = loss / self.accum
                 loss.backward()
             loss_sum += loss.detach()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), oc.grad_clip or math.inf)
-        # The norm is of the all-reduced gradients, the same on every rank: no extra collective needed.
-        bad = ~torch.isfinite(norm)
-        if tc.on_nonfinite == "skip" and bad.item():  # reading it syncs the device: only for "skip"
-            self.print(f"step {self.step + 1}: non-finite gradient norm, update skipped")
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss_sum, norm, lr
-        self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), self.step + 1, self.first_bad_step)
-        self.optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.exp.optim.grad_clip or math.inf)
+        lr = lr_at(self.state.step, self.exp.optim.lr, self.exp.schedule)
+        if self.guard.allows_update(norm, self.state.step + 1):
+            set_lr(self.optimizer, lr)
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, norm, lr
 
-    def check_finite(self, loss: float | None = None) -> None:
-        bad = int(self.first_bad_step.item())
-        if bad >= 0 or (loss is not None and not math.isfinite(loss)):
-            at = bad if bad >= 0 else self.step
-            good = list_checkpoints(self.run_dir / "checkpoints")
-            last = str(good[-1]) if good else "none"
-            self._stop("nonfinite", failed_step=at, spec_hash=config.spec_hash(self.exp))
-            raise NonFiniteError(f"non-finite loss or gradient norm at step {at}; last good checkpoint: {last} "
-                                 "(lower optim.lr, or set train.on_nonfinite=skip, then resume)")
-
     def log_step(self, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
+        step = self.state.step
         loss_v = distributed.all_reduce_mean(loss.clone(), self.env).item()  # syncs the device
         norm_v = norm.item()
-        if self.exp.train.on_nonfinite == "stop":
-            self.check_finite(loss_v)
-        start, steps = self.timer
-        dt = (time.time() - start) / max(1, steps)
-        self.timer = (time.time(), 0)
+        self.guard.check(step, loss_v)
+        dt = self.timer.per_step()
         tokens_per_s = self.exp.train.batch_tokens / dt
         mfu = model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops, self.env.world_size)
-        self.last.update(train_loss=loss_v)
+        self.state.last["train_loss"] = loss_v
         if self.log:
-            self.log.write("train", step=self.step, tokens=self.step * self.exp.train.batch_tokens,
+            self.log.write("train", step=step, tokens=step * self.exp.train.batch_tokens,
                            loss=_finite_or_none(loss_v), lr=lr, grad_norm=_finite_or_none(norm_v), step_time=dt,
-                           tokens_per_s=tokens_per_s, mfu=mfu,
-                           peak_mem_gb=_peak_memory_gb(self.device))
+                           tokens_per_s=tokens_per_s, mfu=mfu, peak_mem_gb=_peak_memory_gb(self.device))
             mfu_s = f" | mfu {mfu:.1%}" if mfu is not None else ""
-            self.print(f"step {self.step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | "
+            self.print(f"step {step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | "
                        f"norm {norm_v:.3f} | {dt * 1000:.0f} ms | {tokens_per_s:,.0f} tok/s{mfu_s}")
 
-    def evaluate(self, step: int) -> None:
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.state.step % every == 0
+
+    def evaluate(self) -> None:
         """Val loss, HellaSwag and a sample, each when due; all on the plain (uncompiled) module."""
-        ev, done = self.exp.eval, step == self.exp.schedule.steps
-        first = step == 0
-        if self.val_data is not None and (first or done or self._due(ev.val_every)):
+        ev, step = self.exp.eval, self.state.step
+        done, tokens = step == self.exp.schedule.steps, step * self.exp.train.batch_tokens
+        if self.val_data is not None and (step == 0 or done or self._due(ev.val_every)):
             loss = val_loss(self.model, self.val_data, ev.val_tokens, self.env, self.autocast)
-            self.last.update(val_loss=loss)
+            self.state.last["val_loss"] = loss
             if self.log:
-                self.log.write("val", step=step, tokens=step * self.exp.train.batch_tokens, loss=loss,
-                               val_tokens=ev.val_tokens)
+                self.log.write("val", step=step, tokens=tokens, loss=loss, val_tokens=ev.val_tokens)
                 self.print(f"step {step:6d} | val loss {loss:.4f}")
         if ev.hellaswag_every and (done or self._due(ev.hellaswag_every)):
             result = evaluate_hellaswag(self.model, ev.hellaswag_data or None, ev.hellaswag_limit, self.env,
                                         self.autocast)
-            self.last.update(hellaswag_acc_norm=result["acc_norm"])
+            self.state.last["hellaswag_acc_norm"] = result["acc_norm"]
             if self.log:
-                self.log.write("hellaswag", step=step, tokens=step * self.exp.train.batch_tokens, **result)
+                self.log.write("hellaswag", step=step, tokens=tokens, **result)
                 self.print(f"step {step:6d} | hellaswag acc_norm {result['acc_norm']:.4f} (n={result['n']})")
         if self.env.is_main and ev.sample_every and (done or self._due(ev.sample_every)):
             # Its own generator: sampling must not move the training run's random streams.
@@ -294,30 +303,7 @@ class Trainer:
             self.print(f"step {step:6d} | sample: {text!r}")
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.timer = (time.time(), 0)  # evaluation time is not training time
-
-    def save(self) -> None:
-        self.check_finite()  # never let a NaN checkpoint replace a good one
-        t0 = time.time()
-        if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
-            self.optimizer.consolidate_state_dict(to=0)
-        main = self.env.is_main
-        meta = {"spec": config.to_dict(self.exp), "spec_fingerprint": config.fingerprint(self.exp),
-                "data_fingerprint": self.train_data.fingerprint, "wandb_id": self.wandb_id,
-                "tokens": self.step * self.exp.train.batch_tokens, **self.last}
-        self.checkpointer.save(
-            self.step,
-            self.model.state_dict() if main else None,
-            self.optimizer.state_dict() if main else None,
-            {"rng": rng_state(self.device), "train_reader": self.train_data.state_dict()},
-            meta,
-        )
-        if self.log:
-            self.log.write("checkpoint", step=self.step, seconds=round(time.time() - t0, 3),
-                           path=str(self.run_dir / "checkpoints" / f"step_{self.step:08d}"),
-                           background=self.exp.checkpoint.async_save)
-            self.log.sync()
-        self.timer = (time.time(), 0)
+        self.timer.reset()  # evaluation time is not training time
 
     def agree_on_stop(self) -> bool:
         """Every few steps the ranks share their view of signals (and of background saves)."""
@@ -326,53 +312,73 @@ class Trainer:
             self.checkpointer.finish()
         return stop
 
+    # ------------------------------------------------------------------ records
+
+    def _open_log(self) -> None:
+        if not self.env.is_main:
+            return
+        exp, tc = self.exp, self.exp.train
+        self.log = MetricsLog(self.run_dir, restart=self.restart)
+        self.state.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
+        device = _device_name(self.device)
+        self.log.write("start", step=self.state.step, world_size=self.env.world_size, device=device,
+                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"),
+                       checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                       spec_changes=config.describe(self.spec_changes) or None)
+        what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
+        self.print(f"{exp.name}: {what} at step {self.state.step}/{exp.schedule.steps} (restart {self.restart}); "
+                   f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
+                   f"per step, {tc.batch_tokens:,} tokens/step")
+        if self.spec_changes:
+            self.print(f"spec changed since the last start: {config.describe(self.spec_changes)}")
+
     def _stop(self, reason: str, **fields: object) -> None:
         if self.log:
-            self.log.write("stop", step=self.step, reason=reason, **fields)
+            self.log.write("stop", step=self.state.step, reason=reason, **fields)
             self.log.sync()
-        self.print(f"{self.exp.name}: stopped at step {self.step} ({reason})")
+        self.print(f"{self.exp.name}: stopped at step {self.state.step} ({reason})")
 
     def write_summary(self) -> None:
         if not self.env.is_main:
             return
         manifest = load_manifest(self.exp.data.dir)
-        rows = read_metrics(self.run_dir / "metrics.jsonl")
-        starts = [r for r in rows if r["kind"] == "start"]
-        tc = self.exp.train
+        starts = [r for r in self.run_dir.metrics_rows() if r["kind"] == "start"]
+        tc, last = self.exp.train, self.state.last
         summary = {
             "name": self.exp.name,
             "parameters": self.model.num_params(),
             "parameters_non_embedding": self.model.num_params(non_embedding=True),
             "dataset": {s: manifest["splits"][s]["tokens"] for s in manifest["splits"]},
-            "tokens_trained": self.step * tc.batch_tokens,
+            "tokens_trained": self.state.step * tc.batch_tokens,
             "global_batch_tokens": tc.batch_tokens,
-            "steps": self.step,
+            "steps": self.state.step,
             "context_length": tc.seq_len,
-            "final_train_loss": self.last.get("train_loss"),
-            "final_val_loss": self.last.get("val_loss"),
-            "final_hellaswag_acc_norm": self.last.get("hellaswag_acc_norm"),
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss"),
+            "final_hellaswag_acc_norm": last.get("hellaswag_acc_norm"),
             "wall_seconds": round(time.time() - starts[0]["time"], 1) if starts else None,
             "restarts": len(starts) - 1,
             "devices": f"{self.env.world_size} x {_device_name(self.device)}",
         }
-        replace_text(self.run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+        self.run_dir.write_summary(summary)
         self.print("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
     def record_error(self, e: BaseException) -> None:
-        """Every failing rank leaves its error in errors.jsonl, where harness.status shows it."""
-        entry = {"time": round(time.time(), 3), "rank": self.env.rank, "host": socket.gethostname(),
-                 "step": self.step, "error": f"{type(e).__name__}: {e}",
-                 "traceback": traceback.format_exc(limit=-8)}
-        with open(self.run_dir / "errors.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        if self.log and not isinstance(e, NonFiniteError):  # that one wrote its own stop row
-            self._stop("failed", error=entry["error"])
+        """Every failing rank leaves its error in the run's error records, where harness.status shows
+        it; rank 0 also ends the start with a stop row saying why."""
+        error = f"{type(e).__name__}: {e}"
+        self.run_dir.record_error(rank=self.env.rank, host=socket.gethostname(), step=self.state.step, error=error,
+                              traceback=traceback.format_exc(limit=-8))
+        if isinstance(e, NonFiniteError):
+            self._stop("nonfinite", failed_step=e.step, spec_hash=config.spec_hash(self.exp))
+        else:
+            self._stop("failed", error=error)
 
     def close(self) -> None:
         if self.log:
             self.log.close()
         # Drop DDP before the process group goes (see distributed.teardown).
-        self.ddp = self.train_module = None
+        self.trained = None
 
 
 def _finite_or_none(x: float) -> float | None:

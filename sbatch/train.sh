@@ -21,16 +21,12 @@ set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: sbatch sbatch/train.sh EXPERIMENT.py [--field value ...]" >&2; exit 2; }
 NPROC_PER_NODE=${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
 
-# Validate the spec for this allocation, create or check the run directory, record this job in it.
-RUN_DIR=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
-          --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
-HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-# Each rendezvous round gets a fresh store: with torchrun's shared store, a worker group restarted
-# after a failure can read the previous attempt's addresses and hang (harness/cluster.py).
-export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
-PORT=$(python -c "from harness.cluster import rendezvous_port; print(rendezvous_port('$SLURM_JOB_ID'))")
-# Worker-group restarts after a crash: the spec's train.max_restarts, as harness.submit uses.
-MAX_RESTARTS=$(python -c "from harness.config import load_run_spec; print(load_run_spec('$RUN_DIR').train.max_restarts)")
+# Validate the spec for this allocation, create or check the run directory, record this job in it,
+# and set RUN_DIR and NODE_COMMAND: the torchrun command every node runs (harness/cluster.py builds
+# it for harness.submit too; `python -m harness.submit EXPERIMENT.py --dry-run` shows it).
+setup=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
+        --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
+eval "$setup"
 
 # The signal reaches only this shell: pass it on to every process of the job step (the workers
 # save a checkpoint and exit). torchrun's agent must not die of USR2, so each node task ignores it
@@ -38,10 +34,7 @@ MAX_RESTARTS=$(python -c "from harness.config import load_run_spec; print(load_r
 trap 'echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
 
 # bash runs a trap only between commands: run srun in the background and wait for it.
-srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec python -m torch.distributed.run \
-  --nnodes=$SLURM_JOB_NUM_NODES --nproc-per-node=$NPROC_PER_NODE \
-  --rdzv-backend=c10d --rdzv-endpoint=$HEAD_NODE:$PORT --rdzv-id=$SLURM_JOB_ID \
-  --max-restarts=$MAX_RESTARTS -m harness.train '$RUN_DIR'" &
+srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec $NODE_COMMAND" &
 srun_pid=$!
 while :; do
   wait "$srun_pid"; status=$?
@@ -50,7 +43,7 @@ done
 
 # The run's own log says how it ended. Stopped at a checkpoint by a signal (preemption, time limit,
 # SIGTERM): back into the queue; the next start resumes from that checkpoint.
-outcome=$(python -c "from harness.submit import run_outcome; print(run_outcome(__import__('pathlib').Path('$RUN_DIR')))")
+outcome=$(python -m harness.run_dir outcome "$RUN_DIR")
 echo "training step ended: exit $status, run $outcome"
 if [ "$outcome" = preempted ]; then
   scontrol requeue "$SLURM_JOB_ID" && echo "requeued job $SLURM_JOB_ID"

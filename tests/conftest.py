@@ -1,3 +1,10 @@
+"""The tests' fixtures: the real data, a real Slurm cluster, HellaSwag. Their helpers (the harness as
+real processes, the tiny model, reading a run's log) are in tests/helpers.py.
+
+Markers: `slurm` (added to every test that uses the cluster) and `slow` (a test or fixture of tens of
+seconds). The fast tier for day-to-day work is `python -m pytest -m "not slurm and not slow"`.
+"""
+
 import os
 import subprocess
 from pathlib import Path
@@ -6,12 +13,20 @@ import pytest
 
 from harness.prepare import prepare
 from harness.sources import shakespeare
+from tests.helpers import REPO, harness, train_args
 
-# data
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
+# ----------------------------------------------------------------------------- data
 
 
 @pytest.fixture(scope="session")
-def shakespeare_dir(tmp_path_factory):
+def shakespeare_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Shakespeare corpus prepared once: ~1.4M train tokens in 7 shards, ~0.13M val tokens in 1."""
     out = tmp_path_factory.mktemp("data") / "shakespeare"
     prepare(shakespeare(), out, shard_tokens=200_000, workers=2)
@@ -19,14 +34,23 @@ def shakespeare_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def play_texts():
+def trained_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny GPT trained for 40 steps on Shakespeare (val loss ~7.7, from 10.8), with one checkpoint,
+    at the end."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    harness("harness.train", *train_args(run_dir, shakespeare_dir, "--checkpoint.every", "40", steps=40),
+            env={"OMP_NUM_THREADS": "1"})
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def play_texts() -> list[str]:
     """The 38 plays as plain text, in the order the Shakespeare source yields them."""
     return list(shakespeare().documents(0))
 
 
-# slurm
+# ----------------------------------------------------------------------------- slurm
 
-REPO = Path(__file__).resolve().parents[1]
 SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
 
 
@@ -47,7 +71,7 @@ def slurm_cluster() -> Path:
                        timeout=300)
 
 
-# hellaswag
+# ----------------------------------------------------------------------------- hellaswag
 
 
 @pytest.fixture(scope="session")

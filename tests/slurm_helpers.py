@@ -1,31 +1,27 @@
 """Helpers for tests that drive the local Slurm cluster (see the slurm_cluster fixture in conftest.py)."""
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.run_log import rows
+from tests.helpers import REPO, harness, rows, tiny
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 30
 
 
-def tiny(steps: int = STEPS) -> list[str]:
-    return [
-        "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
-        "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", "1024",
-        "--train.stop_check_every", "1", "--schedule.steps", str(steps), "--schedule.warmup", "3",
-        "--checkpoint.every", "10", "--eval.val_every", "0", "--eval.sample_every", "0", "--log.wandb", "disabled",
-    ]
+def slurm_tiny(steps: int = STEPS) -> list[str]:
+    """The tiny GPT, checking for stop signals at every step (as the Slurm tests signal it often)."""
+    return tiny(steps, "--train.stop_check_every", "1")
 
 
-TINY = tiny()
+TINY = slurm_tiny()
 # Two nodes, one CPU process each; the nodes have 2 CPUs, so a job that wants both preempts us.
 CLUSTER = ["--cluster.nodes", "2", "--cluster.procs_per_node", "1", "--cluster.gpus_per_node", "0",
            "--cluster.cpus_per_task", "1", "--cluster.time_min", "60", "--cluster.signal_lead_s", "60"]
 
+
 def run(*cmd: str, check: bool = True, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess:
+    """A Slurm command (squeue, sbatch, scontrol, ...)."""
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw)
     if check:
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
@@ -33,7 +29,7 @@ def run(*cmd: str, check: bool = True, timeout: float = 300, **kw: object) -> su
 
 
 def harness_submit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-m", "harness.submit", *args, check=check)
+    return harness("harness.submit", *args, check=check, timeout=300)
 
 
 def queued(job: str) -> bool:

@@ -2,13 +2,9 @@
 a run killed and resumed, and a copy with a truncated last line), checked against the logs themselves."""
 
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +13,15 @@ import pytest
 
 from analysis import lr_schedule, plots
 from analysis.runs import load_run, load_runs
-from harness.config import load_experiment_file, load_run_spec, parse_cli
-from harness.metrics import read_metrics
-from harness.optim import lr_at
-from tests.run_log import last_step, rows
+from harness.config import load_experiment_file, parse_cli
+from harness.run_dir import RunDir
+from tests.helpers import REPO, finish, harness, kill_group, last_step, launch, rows, train_args, wait_for_step
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH_TOKENS = 512
 STEPS = 16
-# A tiny GPT on Shakespeare: 16 steps of 512 tokens, val every 4 steps, a checkpoint every 5.
-TINY = [
-    "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
-    "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", str(BATCH_TOKENS),
-    "--schedule.steps", str(STEPS), "--schedule.warmup", "2", "--checkpoint.every", "5",
-    "--eval.val_every", "4", "--eval.val_tokens", "4096", "--eval.sample_every", "0", "--log.wandb", "disabled",
-]
+# The tiny GPT on Shakespeare: 16 steps of 512 tokens, val every 4 steps, a checkpoint every 5.
+TINY = ["--train.batch_tokens", str(BATCH_TOKENS), "--schedule.warmup", "2", "--checkpoint.every", "5",
+        "--eval.val_every", "4", "--eval.val_tokens", "4096"]
 # HellaSwag's jsonl format (ctx, 4 endings, label): the trainer scores these for real, a few are enough.
 HELLASWAG_ROWS = [
     {"ctx": "ROMEO: But soft, what light through yonder", "endings": ["window breaks.", "table eats.",
@@ -45,22 +35,17 @@ HELLASWAG_ROWS = [
 ]
 PNG = b"\x89PNG\r\n\x1a\n"
 # The truncated copy warns wherever it is read; the test about that warning checks it explicitly.
-pytestmark = pytest.mark.filterwarnings("ignore:.*skipping a truncated or corrupt line:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*truncated or corrupt line:UserWarning")]
 
 
-def launch(run_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir",
-           str(run_dir), "--data.dir", str(data_dir), *TINY, *extra]
+def start(run_dir: Path, data_dir: Path, *more: str) -> subprocess.Popen:
     # One thread each: three runs share the (possibly 2-core) machine.
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    log = open(run_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return launch("harness.train", *train_args(run_dir, data_dir, *TINY, *more, steps=STEPS),
+                  log=run_dir.with_suffix(".log"), env={"OMP_NUM_THREADS": "1"})
 
 
-def finish(proc: subprocess.Popen, timeout: float = 400) -> None:
-    rc = proc.wait(timeout=timeout)
-    log = Path(proc.args[proc.args.index("--run_dir") + 1]).with_suffix(".log").read_text()
-    assert rc == 0, log[-3000:]
+def run_to_end(proc: subprocess.Popen) -> None:
+    finish(proc, Path(proc.args[proc.args.index("--run_dir") + 1]).with_suffix(".log"))
 
 
 @pytest.fixture(scope="module")
@@ -69,26 +54,21 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     hellaswag = root / "hellaswag_val.jsonl"
     hellaswag.write_text("".join(json.dumps(r) + "\n" for r in HELLASWAG_ROWS))
     dirs = {k: root / k for k in ("lr3e-3", "lr1e-2", "resumed")}
-    straight = launch(dirs["lr3e-3"], shakespeare_dir, "--name", "tiny-lr3e-3")
-    other_lr = launch(dirs["lr1e-2"], shakespeare_dir, "--name", "tiny-lr1e-2", "--optim.lr", "1e-2",
+    straight = start(dirs["lr3e-3"], shakespeare_dir, "--name", "tiny-lr3e-3")
+    other_lr = start(dirs["lr1e-2"], shakespeare_dir, "--name", "tiny-lr1e-2", "--optim.lr", "1e-2",
                       "--eval.hellaswag_every", "8", "--eval.hellaswag_data", str(hellaswag))
     resumed = ["--name", "tiny-resumed"]
-    proc = launch(dirs["resumed"], shakespeare_dir, *resumed)
-    deadline = time.time() + 300
-    while last_step(dirs["resumed"]) < 8:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline, "step 8 never came"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = start(dirs["resumed"], shakespeare_dir, *resumed)
+    wait_for_step(dirs["resumed"], 8, proc, timeout=300)
+    kill_group(proc)
     # While a run is unfinished (here: killed, no stop row) the tools must work on its partial log.
     out = root / "plots-partial"
     plots.main([str(dirs["resumed"]), "--out", str(out)])
     partial = pd.read_csv(out / "summary.csv")
     killed_at = last_step(dirs["resumed"])
-    finish(launch(dirs["resumed"], shakespeare_dir, *resumed))
-    finish(straight)
-    finish(other_lr)
+    run_to_end(start(dirs["resumed"], shakespeare_dir, *resumed))
+    run_to_end(straight)
+    run_to_end(other_lr)
 
     # A copy of the straight run whose log ends in half a JSON object, as when a run is killed mid-write.
     dirs["truncated"] = root / "truncated"
@@ -102,7 +82,7 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def latest_rows(run_dir: Path, kind: str) -> dict[int, dict]:
     """step -> row; a step logged again by a later restart (later in the file) replaces the earlier one."""
     out = {}
-    for r in read_metrics(run_dir / "metrics.jsonl"):
+    for r in RunDir(run_dir).metrics_rows():
         if r["kind"] == kind:
             out[r["step"]] = r
     return out
@@ -110,7 +90,7 @@ def latest_rows(run_dir: Path, kind: str) -> dict[int, dict]:
 
 def restart_seconds(run_dir: Path) -> list[float]:
     times: dict[int, list[float]] = {}
-    for r in read_metrics(run_dir / "metrics.jsonl"):
+    for r in RunDir(run_dir).metrics_rows():
         times.setdefault(r["restart"], []).append(r["time"])
     return [max(t) - min(t) for _, t in sorted(times.items())]
 
@@ -120,7 +100,7 @@ def restart_seconds(run_dir: Path) -> list[float]:
 
 def test_resumed_run_has_one_point_per_step_from_the_latest_restart(runs: dict) -> None:
     run_dir = runs["dirs"]["resumed"]
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = RunDir(run_dir).metrics_rows()
     starts = [r for r in rows if r["kind"] == "start"]
     assert len(starts) == 2
     resumed_from = starts[1]["step"]  # the checkpoint the second start loaded (5, or 10 if it got that far)
@@ -142,7 +122,7 @@ def test_resumed_run_has_one_point_per_step_from_the_latest_restart(runs: dict) 
 
 def test_training_hours_exclude_the_gap_between_restarts(runs: dict) -> None:
     run_dir = runs["dirs"]["resumed"]
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = RunDir(run_dir).metrics_rows()
     run = load_run(run_dir)
     expected = sum(restart_seconds(run_dir)) / 3600
     assert run.raw["hours"].max() == pytest.approx(expected, rel=1e-9)
@@ -237,7 +217,7 @@ def test_x_hours(runs: dict, tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert ax.get_xscale() == "linear" and "hours" in ax.get_xlabel()
     # The last val point: all of the first life's time plus the second's up to that row.
-    rows = read_metrics(runs["dirs"]["resumed"] / "metrics.jsonl")
+    rows = RunDir(runs["dirs"]["resumed"]).metrics_rows()
     second_start = min(r["time"] for r in rows if r["restart"] == 1)
     last_val = [r for r in rows if r["kind"] == "val"][-1]
     expected = (restart_seconds(runs["dirs"]["resumed"])[0] + last_val["time"] - second_start) / 3600
@@ -247,7 +227,7 @@ def test_x_hours(runs: dict, tmp_path: Path) -> None:
 
 def test_logged_lr_is_the_schedule(runs: dict) -> None:
     run_dir = runs["dirs"]["lr1e-2"]
-    steps, lrs = lr_schedule.schedule_curve(load_run_spec(run_dir))
+    steps, lrs = lr_schedule.schedule_curve(RunDir(run_dir).read_spec())
     logged = latest_rows(run_dir, "train")
     assert steps.tolist() == sorted(logged)
     np.testing.assert_allclose(lrs, [logged[s]["lr"] for s in steps.tolist()], rtol=1e-12)
@@ -255,15 +235,13 @@ def test_logged_lr_is_the_schedule(runs: dict) -> None:
 
 def test_command_line_entry_point(runs: dict, tmp_path: Path) -> None:
     out = tmp_path / "plots"
-    done = subprocess.run([sys.executable, "-m", "analysis.plots", str(runs["dirs"]["lr3e-3"]), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    done = harness("analysis.plots", str(runs["dirs"]["lr3e-3"]), "--out", str(out))
     assert "| tiny-lr3e-3 | finished | 16 | 8,192 |" in done.stdout
     assert "hellaswag.png skipped" in done.stderr
     assert_png(out / "loss.png")
 
 
-def test_val_loss_reference_matches_the_data(runs: dict, tmp_path: Path) -> None:
+def test_val_loss_reference_matches_the_data(runs: dict, shakespeare_dir: Path, tmp_path: Path) -> None:
     """GPT-2's val loss is drawn only for its own dataset: the manifest's source, else the directory's name."""
 
     def run_on(data_dir: Path, name: str) -> Path:
@@ -283,7 +261,8 @@ def test_val_loss_reference_matches_the_data(runs: dict, tmp_path: Path) -> None
     assert list(references(run_on(tmp_path / "data" / "openwebtext", "owt")).values()) == [3.12]  # no manifest
     fineweb = tmp_path / "data" / "edu10b"
     fineweb.mkdir(parents=True)
-    (fineweb / "manifest.json").write_text(json.dumps({"source": "fineweb-edu-10b"}))
+    manifest = json.loads((shakespeare_dir / "manifest.json").read_text()) | {"source": "fineweb-edu-10b"}
+    (fineweb / "manifest.json").write_text(json.dumps(manifest))
     assert list(references(run_on(fineweb, "fineweb")).values()) == [3.29]
 
 
@@ -293,9 +272,15 @@ def test_val_loss_reference_matches_the_data(runs: dict, tmp_path: Path) -> None
 def test_lr_schedule_from_the_spec(tmp_path: Path) -> None:
     spec = load_experiment_file(REPO / "experiments/shakespeare.py")[0]
     steps, lrs = lr_schedule.schedule_curve(spec)
-    assert steps.tolist() == list(range(1, spec.schedule.steps + 1))
-    assert lrs.tolist() == [lr_at(s - 1, spec.optim.lr, spec.schedule) for s in steps.tolist()]
-    assert lrs.max() == spec.optim.lr and lrs[-1] == pytest.approx(spec.schedule.min_lr, rel=1e-2)
+    # The default experiment: peak 2e-3 after 30 warmup steps, cosine over the other 546 to 2e-4.
+    assert (spec.optim.lr, spec.schedule.warmup, spec.schedule.steps, spec.schedule.min_lr) == (2e-3, 30, 576, 2e-4)
+    assert steps.tolist() == list(range(1, 577))
+    lr = dict(zip(steps.tolist(), lrs.tolist(), strict=True))
+    assert lr[1] == pytest.approx(2e-3 / 30)  # the first update already moves
+    assert lr[15] == pytest.approx(1e-3) and lr[30] == lr[31] == 2e-3  # half way up; the peak, twice
+    assert lr[31 + 273] == pytest.approx(1.1e-3)  # half way down the cosine: (2e-3 + 2e-4) / 2
+    # The last update, 545/546 of the way: 2e-4 + 9e-4 * (1 - cos(pi / 546)) = 2e-4 + 1.49e-8.
+    assert lr[576] == pytest.approx(2.000149e-4, rel=1e-6)
 
     out = tmp_path / "lr.png"
     lr_schedule.main([str(REPO / "experiments/shakespeare.py"), "--out", str(out), "--schedule.warmup", "20"])

@@ -1,22 +1,20 @@
 """The benchmark suite runs at CI size and prints its figures as one JSON line (speed is not asserted)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.hellaswag_data import hellaswag_dir
+from tests.helpers import harness
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--micro-batch", "2", "--seq-len", "32"]
 
 
 def bench(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "harness.bench", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = harness("harness.bench", *args)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, proc.stdout  # one JSON line, then the readable table
     out = json.loads(lines[0])
@@ -37,10 +35,7 @@ def test_train_bench_with_reference() -> None:
 
 
 def test_train_bench_under_torchrun() -> None:
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-                           "harness.bench", "train", *SMALL, "--steps", "2", "--warmup", "1", "--peak-tflops", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = harness("harness.bench", "train", *SMALL, "--steps", "2", "--warmup", "1", "--peak-tflops", "1", nproc=2)
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("{")]  # rank 0 only
     out = json.loads(line)
     assert out["world_size"] == 2 and out["tokens_per_s_per_rank"] * 2 == pytest.approx(out["tokens_per_s"], abs=2)

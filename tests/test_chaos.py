@@ -11,14 +11,13 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.run_log import last_step, rows, train_losses
+from tests.helpers import harness, last_step, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
     harness_submit,
@@ -27,7 +26,7 @@ from tests.slurm_helpers import (
     progress,
     queued,
     run,
-    tiny,
+    slurm_tiny,
     wait_until,
     worker_pid,
 )
@@ -67,13 +66,12 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
     kinds.insert(rng.randrange(3), "timelimit")  # early: its signal may take up to 30 s to come
 
     reference = tmp_path / "reference"
-    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.train",
-        "experiments/shakespeare.py", "--run_dir", str(reference), "--data.dir", str(shakespeare_dir), *tiny(STEPS),
-        timeout=900)
+    harness("harness.train", "experiments/shakespeare.py", "--run_dir", str(reference), "--data.dir",
+            str(shakespeare_dir), *slurm_tiny(STEPS), nproc=2, timeout=900)
 
     run_dir = tmp_path / "run"
     out = harness_submit("experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir),
-                         *tiny(STEPS), *CLUSTER, "--cluster.signal_lead_s", str(LEAD_S)).stdout
+                         *slurm_tiny(STEPS), *CLUSTER, "--cluster.signal_lead_s", str(LEAD_S)).stdout
     job = re.search(r"job (\d+)", out).group(1)
     logs = run_dir / "slurm"
     wait_until("the first start", lambda: progress(run_dir)[0] == 1, logs=logs)
@@ -110,7 +108,7 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
 def submit_fragile(run_dir: Path, data: Path, *extra: str) -> str:
     """A 2-node job whose workers are not restarted after a failure."""
     out = harness_submit("experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(data),
-                         *tiny(200), *CLUSTER, "--train.max_restarts", "0", *extra).stdout
+                         *slurm_tiny(200), *CLUSTER, "--train.max_restarts", "0", *extra).stdout
     return re.search(r"job (\d+)", out).group(1)
 
 
@@ -124,7 +122,7 @@ def test_a_dead_worker_brings_the_job_down_promptly(shakespeare_dir: Path, tmp_p
     assert time.time() - t0 < 60  # not the collective timeout (10 minutes)
     errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
     assert errors and errors[0]["rank"] == 0  # the survivor saw its peer go and said so
-    status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
+    status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert status["state"] == "FAILED" and status["error"]
     log = (run_dir / "slurm" / f"{job}_0_log.out").read_text()
     assert "torchrun exited with code" in log

@@ -19,17 +19,16 @@ from harness.checkpoint import (
     Checkpointer,
     CheckpointError,
     CheckpointLayoutError,
-    list_checkpoints,
     load,
     load_latest,
     load_model,
     rng_state,
     set_rng_state,
-    step_dir,
 )
 from harness.config import Experiment
 from harness.distributed import DistEnv
 from harness.model import GPT, ModelConfig, load_hf_gpt2
+from harness.run_dir import RunDir, list_checkpoints, step_dir
 
 CPU = torch.device("cpu")
 ENV = DistEnv(0, 0, 1, CPU, None)
@@ -369,7 +368,8 @@ def logits(model: torch.nn.Module, vocab: int) -> torch.Tensor:
 def test_load_model_from_run_and_checkpoint_dirs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run = Run()
-    config.init_run_dir(config.resolve(Experiment(name="tiny", run_dir=str(run_dir), model=TINY)))
+    exp = config.resolve(Experiment(name="tiny", run_dir=str(run_dir), model=TINY))
+    RunDir(exp.run_dir).init(exp)
     ckpt = checkpointer(run_dir / "checkpoints")
     at_10 = run.snapshot()["model"]
     run.save(ckpt, 10)

@@ -3,8 +3,6 @@ HuggingFace GPT-2 directory, as one process and as two torchrun ranks."""
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,17 +12,17 @@ from harness.data import ShardedTokenReader
 from harness.distributed import DistEnv
 from harness.eval.hellaswag import evaluate_hellaswag
 from harness.eval.val_loss import val_loss
-from tests.hellaswag_data import ROOT, run, shakespeare_run, subprocess_env
+from tests.helpers import harness
 
 LIMIT = 40
 SINGLE = DistEnv(0, 0, 1, torch.device("cpu"), None)
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """(data dir, run dir) of a 20-step Shakespeare run."""
-    return shakespeare_run(tmp_path_factory.getbasetemp())
+def trained(shakespeare_dir, trained_run):
+    """(data dir, run dir) of the tiny GPT trained for 40 steps on Shakespeare."""
+    return shakespeare_dir, trained_run
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +38,7 @@ def hf_dir(tmp_path_factory):
 
 def eval_cli(*args: str, ranks: int = 1) -> dict:
     """The CLI's JSON line; exactly one, however many ranks ran."""
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)] if ranks > 1 else []
-    proc = run(*launcher, "-m", "harness.eval", *args)
+    proc = harness("harness.eval", *args, nproc=ranks if ranks > 1 else 0, env={"OMP_NUM_THREADS": "1"})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, proc.stdout
     return json.loads(lines[0])
@@ -52,15 +49,15 @@ def one_process(trained, hellaswag):
     """HellaSwag on the run directory as one process: the printed JSON and the file it wrote."""
     _, run_dir = trained
     result = eval_cli("hellaswag", str(run_dir), "--data", str(hellaswag), "--limit", str(LIMIT))
-    return result, json.loads((run_dir / "checkpoints" / "step_00000020" / "eval_hellaswag.json").read_text())
+    return result, json.loads((run_dir / "checkpoints" / "step_00000040" / "eval_hellaswag.json").read_text())
 
 
 def test_hellaswag_on_a_run(one_process, trained, hellaswag):
     result, written = one_process
     _, run_dir = trained
     assert written == result
-    assert result["target"] == str(run_dir) and result["path"] == str(run_dir / "checkpoints" / "step_00000020")
-    assert result["step"] == 20 and result["model"] == "checkpoint" and result["world_size"] == 1
+    assert result["target"] == str(run_dir) and result["path"] == str(run_dir / "checkpoints" / "step_00000040")
+    assert result["step"] == 40 and result["model"] == "checkpoint" and result["world_size"] == 1
     assert result["n"] == LIMIT and result["seconds"] > 0
     assert result["examples_per_s"] == pytest.approx(LIMIT / result["seconds"], rel=0.01)
     model, _ = load_model(run_dir)
@@ -70,10 +67,10 @@ def test_hellaswag_on_a_run(one_process, trained, hellaswag):
 
 def test_torchrun_two_ranks_match_one_process(one_process, trained, hellaswag):
     _, run_dir = trained
-    checkpoint = run_dir / "checkpoints" / "step_00000020"  # a checkpoint directory as the target this time
+    checkpoint = run_dir / "checkpoints" / "step_00000040"  # a checkpoint directory as the target this time
     two = eval_cli("hellaswag", str(checkpoint), "--data", str(hellaswag), "--limit", str(LIMIT), ranks=2)
     one, _ = one_process
-    assert two["world_size"] == 2 and two["step"] == 20
+    assert two["world_size"] == 2 and two["step"] == 40
     assert (two["acc"], two["acc_norm"], two["n"]) == (one["acc"], one["acc_norm"], one["n"])
     assert json.loads((checkpoint / "eval_hellaswag.json").read_text()) == two
 
@@ -93,8 +90,8 @@ def test_val_loss_on_a_run(trained):
                       "--seq-len", "64")
     assert result["tokens"] == 4864 and result["seq_len"] == 64  # rounded down to whole steps of 4 x 64
     assert math.isfinite(result["val_loss"]) and result["val_loss"] < 9  # below ln(50304) = 10.8: it learned
-    assert result["step"] == 20 and result["data"] == str(data)
-    assert json.loads((run_dir / "checkpoints" / "step_00000020" / "eval_val_loss.json").read_text()) == result
+    assert result["step"] == 40 and result["data"] == str(data)
+    assert json.loads((run_dir / "checkpoints" / "step_00000040" / "eval_val_loss.json").read_text()) == result
     model, _ = load_model(run_dir)
     same = val_loss(model, ShardedTokenReader(data, "val", 4, 64), 4864, SINGLE)
     assert same == pytest.approx(result["val_loss"], rel=1e-5)
@@ -111,7 +108,6 @@ def test_val_loss_on_a_huggingface_dir(hf_dir, trained):
 
 def test_bad_data_is_a_clear_error(hf_dir, tmp_path):
     missing = tmp_path / "hellaswag_val.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "harness.eval", "hellaswag", str(hf_dir), "--data", str(missing)],
-                          cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    proc = harness("harness.eval", "hellaswag", str(hf_dir), "--data", str(missing), check=False)
     assert proc.returncode == 1 and f"error: {missing}: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr

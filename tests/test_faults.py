@@ -1,39 +1,30 @@
 """Faults during training: each is detected, named, and loses nothing that was saved."""
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 
-from harness.checkpoint import list_checkpoints, load_latest
-from harness.metrics import read_metrics
-from tests.run_log import rows
+from harness.checkpoint import load_latest
+from harness.run_dir import RunDir, list_checkpoints
+from tests.helpers import harness, kill_group, launch, rows, train_args
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--model.n_layer", "1", "--model.n_head", "2", "--model.n_embd", "32", "--train.micro_batch", "4",
-         "--train.seq_len", "32", "--train.batch_tokens", "128", "--schedule.warmup", "1", "--eval.val_every", "0",
-         "--eval.sample_every", "0", "--log.wandb", "disabled"]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
+pytestmark = pytest.mark.slow
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-def train(run_dir: Path, data: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "harness.train", "experiments/shakespeare.py", "--run_dir",
-                           str(run_dir), "--data.dir", str(data), *SMALL, *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env=ENV)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def train(run_dir: Path, data: Path, *args: str, check: bool = True, nproc: int = 0) -> subprocess.CompletedProcess:
+    return harness("harness.train", *train_args(run_dir, data, *args), check=check, env=ONE_THREAD, nproc=nproc)
 
 
-# A learning rate this large sends the weights to inf within a few steps.
+# A learning rate this large sends the weights to inf at once: the tiny GPT's second step is NaN, so
+# every step is saved to leave a good checkpoint (step 1) before it.
 EXPLODE = ["--optim.lr", "1e4", "--schedule.min_lr", "0", "--optim.grad_clip", "0", "--schedule.steps", "30",
-           "--checkpoint.every", "2"]
+           "--checkpoint.every", "1"]
 
 
 def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_dir: Path, tmp_path: Path) -> None:
@@ -52,8 +43,7 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
     assert all(torch.isfinite(w).all() for w in weights.values())
     error = json.loads((run / "errors.jsonl").read_text().splitlines()[-1])
     assert error["error"].startswith("NonFiniteError") and error["rank"] == 0
-    status = json.loads(subprocess.run([sys.executable, "-m", "harness.status", str(run), "--json"], cwd=REPO,
-                                       capture_output=True, text=True).stdout)
+    status = json.loads(harness("harness.status", str(run), "--json").stdout)
     assert status["state"] == "FAILED (NON-FINITE LOSS)"
 
     # A restart with the same spec would replay the divergence exactly: refused at once, nothing logged.
@@ -72,7 +62,7 @@ def test_nonfinite_updates_can_be_skipped_instead(shakespeare_dir: Path, tmp_pat
     proc = train(run, shakespeare_dir, *EXPLODE, "--train.on_nonfinite", "skip")
     skipped = proc.stdout.count("non-finite gradient norm, update skipped")
     assert skipped > 0
-    rows = read_metrics(run / "metrics.jsonl")  # strict JSON: non-finite values are logged as null
+    rows = RunDir(run).metrics_rows()  # strict JSON: non-finite values are logged as null
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 31))
     assert any(r["kind"] == "train" and r["grad_norm"] is None for r in rows)
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -84,23 +74,19 @@ def test_nonfinite_updates_can_be_skipped_instead(shakespeare_dir: Path, tmp_pat
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     # Wide enough (~23M parameters) that writing a checkpoint takes a while.
-    args = [*SMALL, "--model.n_embd", "384", "--schedule.steps", "6", "--checkpoint.every", "2"]
-    cmd = [sys.executable, "-m", "harness.train", "experiments/shakespeare.py", "--run_dir", str(run),
-           "--data.dir", str(shakespeare_dir), *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    args = ["--model.n_embd", "384", "--schedule.steps", "6", "--checkpoint.every", "2"]
+    proc = launch("harness.train", *train_args(run, shakespeare_dir, *args), log=tmp_path / "log", env=ONE_THREAD)
     partial = run / "checkpoints" / ".step_00000004.tmp"
     deadline = time.time() + 300
     while not partial.exists():
         assert proc.poll() is None and time.time() < deadline, "the second save never started"
         time.sleep(0.002)
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-write
-    proc.wait()
+    kill_group(proc)  # mid-write
     assert partial.exists() and not (run / "checkpoints" / "step_00000004").exists()
     path, state = load_latest(run / "checkpoints", rank=0, world_size=1)
     assert path.name == "step_00000002" and state["meta"]["step"] == 2
 
-    subprocess.run(cmd, cwd=REPO, env=ENV, check=True, capture_output=True, timeout=600)
+    train(run, shakespeare_dir, *args)
     starts = rows(run, "start")
     assert starts[-1]["step"] == 2 and starts[-1]["checkpoint"].endswith("step_00000002")
     assert not partial.exists()  # the half-written directory was cleaned up
@@ -121,21 +107,16 @@ def test_a_half_line_left_by_a_crash_stays_isolated(shakespeare_dir: Path, tmp_p
             json.loads(line)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = read_metrics(run / "metrics.jsonl")
+        rows = RunDir(run).metrics_rows()
     assert len(caught) == 1 and "truncated or corrupt" in str(caught[0].message)
     assert sorted(r["step"] for r in rows if r["kind"] == "train" and r["restart"] == 1) == [5, 6]
 
 
 def test_a_checkpoint_missing_a_rank_state_is_skipped_by_name(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-                "harness.train", "experiments/shakespeare.py", "--run_dir", str(run), "--data.dir",
-                str(shakespeare_dir), *SMALL, "--train.batch_tokens", "256", "--checkpoint.every", "2"]
-    subprocess.run([*torchrun, "--schedule.steps", "4"], cwd=REPO, check=True, capture_output=True, timeout=600)
+    train(run, shakespeare_dir, "--checkpoint.every", "2", "--schedule.steps", "4", nproc=2)
     (run / "checkpoints/step_00000004/rank_00001.pt").unlink()
-    proc = subprocess.run([*torchrun, "--schedule.steps", "6"], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = train(run, shakespeare_dir, "--checkpoint.every", "2", "--schedule.steps", "6", nproc=2)
     assert "skipping checkpoint" in proc.stderr and "step_00000004/rank_00001.pt: missing" in proc.stderr
     starts = rows(run, "start")
     assert starts[-1]["step"] == 2  # resumed from the newest complete checkpoint

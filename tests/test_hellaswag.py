@@ -14,7 +14,7 @@ from harness.distributed import DistEnv
 from harness.eval import hellaswag as hs
 from harness.model import GPT, ModelConfig
 from harness.tokenizer import gpt2_encoding
-from tests.hellaswag_data import ROWS, shakespeare_run
+from tests.hellaswag_data import ROWS
 
 N = 40  # the first examples, compared with the reference
 LONG = 8  # and the first examples too long for a 128-token context (WikiHow's, from row 3,254 on)
@@ -39,11 +39,10 @@ def random_gpt(block_size: int) -> GPT:
 
 
 @pytest.fixture(scope="module", params=["random", "random-short-context", "trained"])
-def model(request, tmp_path_factory):
+def model(request):
     if request.param == "trained":
-        _, run_dir = shakespeare_run(tmp_path_factory.getbasetemp())
-        model, info = load_model(run_dir)
-        assert info["step"] == 20 and model.config.block_size == 128
+        model, info = load_model(request.getfixturevalue("trained_run"))
+        assert info["step"] == 40 and model.config.block_size == 128
         return model
     # 32 tokens: every example loses context tokens, and some endings their first tokens.
     return random_gpt(256 if request.param == "random" else 32)
@@ -66,6 +65,7 @@ def reference(model: GPT, example: dict) -> list[tuple[float, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_batched_scoring_matches_one_sequence_at_a_time(model, examples, hellaswag):
     ref = [reference(model, ex) for ex in examples]
     ref_sums = torch.tensor([[s for s, _ in r] for r in ref], dtype=torch.float64)

@@ -18,26 +18,19 @@ import pytest
 from harness.prepare import main
 from harness.sources import SourceError, SplitRule
 from harness.tokenizer import EOT, GPT2_RANKS_SHA256, gpt2_encoding
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.helpers import harness, launch
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def run_prepare(*args: str, **kwargs) -> subprocess.CompletedProcess:
+def run_prepare(*args: str) -> subprocess.CompletedProcess:
     """`python -m harness.prepare ARGS` as a real process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "harness.prepare", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, **kwargs)
+    return harness("harness.prepare", *args, check=False, timeout=300)
 
 
 def start_prepare(*args: str, log: Path) -> subprocess.Popen:
     """`python -m harness.prepare ARGS` started in its own process group, output to `log`."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with open(log, "w") as f:
-        return subprocess.Popen([sys.executable, "-m", "harness.prepare", *args], cwd=ROOT, env=env,
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    return launch("harness.prepare", *args, log=log)
 
 
 def read_shard(path: Path) -> np.ndarray:
@@ -229,6 +222,7 @@ def manifest_without_time(d: Path) -> dict:
     return m
 
 
+@pytest.mark.slow
 def test_killed_prepare_resumes_byte_identical(tmp_path, play_texts, capsys):
     files = tmp_path / "files"
     files.mkdir()

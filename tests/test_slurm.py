@@ -7,13 +7,12 @@ uninterrupted run: same world size (2 ranks, one per node), same threads, bit fo
 import json
 import os
 import re
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.run_log import last_step, rows, train_losses
+from tests.helpers import harness, last_step, rows, train_args, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
     REPO,
@@ -23,7 +22,7 @@ from tests.slurm_helpers import (
     preempt_with_high_priority_job,
     queued,
     run,
-    tiny,
+    slurm_tiny,
     wait_until,
 )
 
@@ -44,8 +43,7 @@ def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) ->
 def reference_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run: 2 ranks of 1 thread each, as in the Slurm jobs."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
-    run(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness.train",
-        "experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *TINY)
+    harness("harness.train", *train_args(run_dir, shakespeare_dir, *TINY), nproc=2)
     return run_dir
 
 
@@ -78,7 +76,7 @@ def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespea
     slurm_logs = run_dir / "slurm"
     wait_until("step 5", lambda: last_step(run_dir) >= 5, logs=slurm_logs)
 
-    status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
+    status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert status["job"] == job and status["state"] == "RUNNING" and status["step"] >= 5
 
     preempt_with_high_priority_job()
@@ -93,7 +91,7 @@ def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespea
     assert train_losses(run_dir) == reference  # every step, bit for bit
     logs = sorted(p.name for p in slurm_logs.glob("*_log.out"))
     assert logs == [f"{job}_0_log.out", f"{job}_1_log.out"]  # one srun task per node
-    status = json.loads(run(sys.executable, "-m", "harness.status", str(run_dir), "--json").stdout)
+    status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert status["state"] == "FINISHED" and status["step"] == STEPS and status["restarts"] == 2
 
 
@@ -128,7 +126,7 @@ def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -
                                      optim=dataclasses.replace(base.optim, lr=lr)) for lr in (1e-3, 3e-3)]
     """))
     one_node = ["--cluster.nodes", "1", *CLUSTER[2:]]  # both array tasks fit on the cluster at once
-    out = harness_submit(str(sweep), "--data.dir", str(shakespeare_dir), *tiny(4), *one_node).stdout
+    out = harness_submit(str(sweep), "--data.dir", str(shakespeare_dir), *slurm_tiny(4), *one_node).stdout
     ids = re.findall(r"job (\d+_\d+)", out)
     assert len(ids) == 2 and ids[0].split("_")[0] == ids[1].split("_")[0]  # one array
     runs = [tmp_path / "sweep-lr0.001", tmp_path / "sweep-lr0.003"]
@@ -171,12 +169,13 @@ def test_bad_experiment_files_are_refused(source: str, message: str, tmp_path: P
 def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path: Path) -> None:
     args = ["experiments/shakespeare.py", "--run_dir", str(tmp_path / "run"), "--data.dir", str(shakespeare_dir),
             *TINY, *CLUSTER]
-    run(sys.executable, "-m", "harness.submit", *args, "--dry-run")  # prints, creates nothing
+    harness_submit(*args, "--dry-run")  # prints, creates nothing
     assert not (tmp_path / "run").exists()
     from harness import config
+    from harness.run_dir import RunDir
 
     (spec,) = config.parse_cli(args, "test")
-    config.init_run_dir(spec)
+    RunDir(spec.run_dir).init(spec)
     proc = harness_submit(*args, "--optim.lr", "1e-3", check=False)
     assert proc.returncode != 0 and f"optim.lr: {spec.optim.lr} -> 0.001" in proc.stderr, proc.stderr
 
@@ -184,7 +183,7 @@ def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path:
 def test_local_runs_the_same_job_without_slurm_and_resume_continues_it(shakespeare_dir: Path,
                                                                       tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = ["experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *tiny(4),
+    args = ["experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir), *slurm_tiny(4),
             *CLUSTER]
     proc = harness_submit(*args, "--local")  # one node: 1 process here, not 2 nodes
     assert "--nproc-per-node=1" in proc.stdout

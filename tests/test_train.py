@@ -3,53 +3,35 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.metrics import read_metrics
-from tests.run_log import last_step, train_losses
+from tests.helpers import (
+    finish,
+    harness,
+    kill_group,
+    launch,
+    rows,
+    train_args,
+    train_losses,
+    wait_for_step,
+)
 from tests.slurm_helpers import worker_pid
 
-REPO = Path(__file__).resolve().parents[1]
-
-# A tiny GPT: ~0.5 s per step on 2 CPU ranks, slow enough to kill between checkpoints.
-TINY = [
-    "--model.n_layer", "2", "--model.n_head", "2", "--model.n_embd", "64",
-    "--train.micro_batch", "8", "--train.seq_len", "64", "--train.batch_tokens", "1024",
-    "--schedule.steps", "20", "--schedule.warmup", "3",
-    "--checkpoint.every", "10", "--eval.val_every", "0", "--eval.sample_every", "0",
-    "--log.wandb", "disabled",
-]
+pytestmark = pytest.mark.slow
 
 
-def torchrun(run_dir: Path, data_dir: Path, *extra: str, nproc: int = 2, restarts: int = 0) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           f"--max-restarts={restarts}",
-           "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run_dir),
-           "--data.dir", str(data_dir), *TINY, *extra]
-    log = open(run_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def torchrun(run_dir: Path, data_dir: Path, *more: str, restarts: int = 0):
+    """The tiny GPT for 20 steps on 2 ranks (~0.5 s a step on 2 CPU cores: slow enough to kill
+    between its checkpoints at 10 and 20)."""
+    return launch("harness.train", *train_args(run_dir, data_dir, *more), log=run_dir.with_suffix(".log"), nproc=2,
+                  restarts=restarts)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> None:
-    rc = proc.wait(timeout=timeout)
-    log = Path(proc.args[proc.args.index("--run_dir") + 1]).with_suffix(".log").read_text()
-    assert rc == 0, log[-3000:]
-
-
-def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        if last_step(run_dir) >= step:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"step {step} never came")
+def run_to_end(run_dir: Path, data_dir: Path, *more: str) -> None:
+    finish(torchrun(run_dir, data_dir, *more), run_dir.with_suffix(".log"))
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -59,7 +41,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def straight_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("straight") / "run"
-    finish(torchrun(run, shakespeare_dir))
+    run_to_end(run, shakespeare_dir)
     return run
 
 
@@ -67,12 +49,11 @@ def test_killed_run_resumes_bit_identically(straight_run: Path, shakespeare_dir:
     run = tmp_path / "run"
     proc = torchrun(run, shakespeare_dir)
     wait_for_step(run, 12, proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole job at once, as a node failure would
-    proc.wait()
+    kill_group(proc)  # the whole job at once, as a node failure would
     saved = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
     assert saved == ["step_00000010"], saved  # killed between the checkpoints at 10 and 20
 
-    finish(torchrun(run, shakespeare_dir))
+    run_to_end(run, shakespeare_dir)
 
     straight = train_losses(straight_run)
     assert sorted(straight) == list(range(1, 21))
@@ -85,26 +66,23 @@ def test_killed_run_resumes_bit_identically(straight_run: Path, shakespeare_dir:
     for k in a:
         assert torch.equal(a[k], b[k]), k
 
-    rows = read_metrics(run / "metrics.jsonl")
-    starts = [r for r in rows if r["kind"] == "start"]
+    logged = rows(run)
+    starts = [r for r in logged if r["kind"] == "start"]
     assert [(s["restart"], s["step"]) for s in starts] == [(0, 0), (1, 10)]
     assert starts[1]["checkpoint"].endswith("step_00000010")
     assert set(train_losses(run)) == set(range(1, 21))  # every step is in the log
-    assert rows[-1]["kind"] == "stop" and rows[-1]["reason"] == "finished" and rows[-1]["restart"] == 1
+    assert logged[-1]["kind"] == "stop" and logged[-1]["reason"] == "finished" and logged[-1]["restart"] == 1
 
 
 def test_resume_refuses_a_changed_model(straight_run: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.train", str(straight_run), "--model.n_layer", "3"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    proc = harness("harness.train", str(straight_run), "--model.n_layer", "3", check=False)
     assert proc.returncode != 0
     assert "model.n_layer: 2 -> 3" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_finished_run_restarts_as_a_no_op(straight_run: Path, shakespeare_dir: Path) -> None:
     before = (straight_run / "metrics.jsonl").read_bytes()
-    finish(torchrun(straight_run, shakespeare_dir))
+    run_to_end(straight_run, shakespeare_dir)
     assert "already finished" in straight_run.with_suffix(".log").read_text()
     assert (straight_run / "metrics.jsonl").read_bytes() == before
 
@@ -113,12 +91,11 @@ def test_zero1_resumes_exactly(shakespeare_dir: Path, tmp_path: Path) -> None:
     """ZeRO-1 shards the Adam moments across the 2 ranks; a checkpoint gathers them and a resume
     re-shards them, and the run continues bit for bit."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    finish(torchrun(straight, shakespeare_dir, "--optim.zero1", "true"))
+    run_to_end(straight, shakespeare_dir, "--optim.zero1", "true")
     proc = torchrun(killed, shakespeare_dir, "--optim.zero1", "true")
     wait_for_step(killed, 12, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finish(torchrun(killed, shakespeare_dir, "--optim.zero1", "true"))
+    kill_group(proc)
+    run_to_end(killed, shakespeare_dir, "--optim.zero1", "true")
     a, b = train_losses(straight), train_losses(killed, restart=1)
     assert sorted(b) == list(range(11, 21)) and all(a[s] == b[s] for s in b)
     wa, wb = final_weights(straight), final_weights(killed)
@@ -130,17 +107,12 @@ def test_zero1_resumes_exactly(shakespeare_dir: Path, tmp_path: Path) -> None:
 
 def test_auto_micro_batch_falls_back_on_cpu_and_is_kept(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run),
-            "--data.dir", str(shakespeare_dir), *TINY, "--train.micro_batch", "auto", "--schedule.steps", "2",
-            "--schedule.warmup", "1", "--checkpoint.every", "2"]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    auto = ["--train.micro_batch", "auto", "--schedule.warmup", "1", "--checkpoint.every", "2"]
+    proc = harness("harness.train", *train_args(run, shakespeare_dir, *auto, steps=2))
     assert "micro_batch=auto probes GPU memory; on cpu it falls back to 8" in proc.stderr
     spec = json.loads((run / "config.json").read_text())
     assert spec["train"]["micro_batch"] == 8  # the chosen size is part of the run's spec
-    proc = subprocess.run([*args[:3], str(run), "--train.micro_batch", "auto", "--schedule.steps", "3"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = harness("harness.train", str(run), "--train.micro_batch", "auto", "--schedule.steps", "3")
     assert "falls back" not in proc.stderr  # the resume reused the stored size instead of choosing again
     assert "micro_batch" not in proc.stdout.split("spec changed")[-1].split("\n")[0]
     assert json.loads((run / "config.json").read_text())["train"]["micro_batch"] == 8
@@ -154,7 +126,7 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_resumes_exactly(straight_r
     proc = torchrun(run, shakespeare_dir, restarts=1)
     wait_for_step(run, 12, proc)
     os.kill(worker_pid(run, rank=1), signal.SIGKILL)
-    finish(proc)
+    finish(proc, run.with_suffix(".log"))
     resumed = train_losses(run, restart=1)
     assert sorted(resumed) == list(range(11, 21))
     straight = train_losses(straight_run)
@@ -165,14 +137,10 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_resumes_exactly(straight_r
 
 def test_a_restarted_run_continues_the_same_wandb_run(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    base = [sys.executable, "-m", "harness.train", str(REPO / "experiments/shakespeare.py"), "--run_dir", str(run),
-            "--data.dir", str(shakespeare_dir), *TINY, "--log.wandb", "offline", "--schedule.warmup", "1",
-            "--checkpoint.every", "2"]
     env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}
-    for steps in ("2", "4"):  # the second start resumes from the first one's checkpoint
-        proc = subprocess.run([*base, "--schedule.steps", steps], cwd=REPO, capture_output=True, text=True,
-                              timeout=300, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    for steps in (2, 4):  # the second start resumes from the first one's checkpoint
+        harness("harness.train", *train_args(run, shakespeare_dir, "--log.wandb", "offline", "--schedule.warmup", "1",
+                                             "--checkpoint.every", "2", steps=steps), env=env)
     run_id = (run / "wandb_id").read_text().strip()
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(name.endswith(f"-{run_id}") for name in offline)  # one wandb run, twice

@@ -15,3 +15,8 @@ class EvalConfig:
     sample_every: int = 250  # a text sample from rank 0 every N steps
     sample_prompt: str = "Hello, I'm a language model,"  # where samples start
     sample_tokens: int = 64  # tokens per sample
+
+    def check(self) -> list[str]:
+        """Problems with these settings, each naming its field."""
+        names = ("val_every", "hellaswag_every", "hellaswag_limit", "sample_every", "sample_tokens")
+        return [f"{n}: must be >= 0, got {getattr(self, n)}" for n in names if getattr(self, n) < 0]

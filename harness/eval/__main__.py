@@ -21,7 +21,7 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from harness import distributed
-from harness.atomic import replace_text
+from harness.atomic import write_text
 from harness.checkpoint import CheckpointError, load_model
 from harness.data import DataError, ShardedTokenReader
 from harness.eval import EvalConfig
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                "world_size": env.world_size}
     if env.is_main:
         print(json.dumps(result), flush=True)
-        replace_text(Path(info["path"]) / filename, json.dumps(result, indent=1) + "\n")
+        write_text(Path(info["path"]) / filename, json.dumps(result, indent=1) + "\n")
     del model
     distributed.teardown(env)
     return result

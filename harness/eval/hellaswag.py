@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+from harness.atomic import replacing
 from harness.distributed import DistEnv, on_main
 from harness.tokenizer import gpt2_encoding
 
@@ -55,15 +56,15 @@ def download(dest: Path | None = None, timeout_s: float = 5.0) -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        # A short timeout: compute nodes often have no internet, and then we should say so at once.
-        with urllib.request.urlopen(URL, timeout=timeout_s) as response:
-            tmp.write_bytes(response.read())
-        n = len(_read_jsonl(tmp, 0))
-        if n != VAL_EXAMPLES:
-            raise HellaSwagDataError(f"{URL}: {n} examples, expected {VAL_EXAMPLES}")
-        os.replace(tmp, dest)
+        with replacing(dest) as f:
+            # A short timeout: compute nodes often have no internet, and then we should say so at once.
+            with urllib.request.urlopen(URL, timeout=timeout_s) as response:
+                f.write(response.read())
+            f.flush()
+            n = len(_read_jsonl(Path(f.name), 0))
+            if n != VAL_EXAMPLES:
+                raise HellaSwagDataError(f"{URL}: {n} examples, expected {VAL_EXAMPLES}")
     except OSError as e:  # no network, DNS failure, HTTP error, timeout
         raise HellaSwagDataError(
             f"HellaSwag is not in the cache ({dest}) and could not be downloaded from {URL}: {e}. "
@@ -71,8 +72,6 @@ def download(dest: Path | None = None, timeout_s: float = 5.0) -> Path:
             "validation split) to this machine and pass it: `python -m harness.eval hellaswag ... --data PATH`, "
             "or `--eval.hellaswag_data PATH` when training."
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

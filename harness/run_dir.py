@@ -1,0 +1,286 @@
+"""A run directory, and the only code that knows its layout.
+
+    RUN_DIR/
+      config.json     the resolved spec; a restart or resubmission checks itself against it
+      metrics.jsonl   the trainer's rows (harness.metrics), append-only across restarts
+      errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
+      jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
+      summary.json    written when the run finishes
+      wandb_id        the wandb run that every restart continues
+      checkpoints/    step_XXXXXXXX/ directories (harness.checkpoint owns what is inside them)
+      slurm/          submitit's folder: the job's pickles and logs; eval-slurm/ for --eval jobs
+
+Every JSONL file here is read by `read_jsonl`, which skips a cut-short line (left by exactly the
+crash whose story the file tells) with one warning per file, and appended to by `JsonlAppender`,
+which first ends such a line so that it stays one skippable line. Small files are replaced
+atomically (harness.atomic). The run-state rule (finished, preempted, failed, ...) sits beside the
+reader of the rows it is decided from.
+
+This module imports neither torch nor the spec at import time, so `harness.status` stays quick.
+
+    python -m harness.run_dir outcome RUN_DIR     # how the latest start ended (for sbatch/train.sh)
+"""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from harness.atomic import write_text
+
+if TYPE_CHECKING:
+    from harness.config import Experiment
+
+CONFIG = "config.json"
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+RUNNING_WINDOW_S = 300  # a run that wrote metrics this recently and never stopped is taken to be running
+
+
+# ----------------------------------------------------------------------------- JSONL files
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every JSON object in `path`, one per line (none for a missing file). Lines that are not whole
+    JSON objects (a writer killed mid-line) are skipped with one warning naming the file."""
+    rows, bad = [], []
+    try:
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return rows
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad.append(n)
+    if bad:
+        where = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(f"{path}: skipping {len(bad)} truncated or corrupt line(s) (line {where})", stacklevel=2)
+    return rows
+
+
+class JsonlAppender:
+    """Appends JSON objects to a file, one line each, in one write() each: rows from several
+    processes never interleave, and a row is in the file (if not yet on disk) once write returns."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if os.fstat(self.fd).st_size > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    # A crash mid-write left half a line: end it, so it stays one skippable line.
+                    os.write(self.fd, b"\n")
+
+    def write(self, row: dict) -> None:
+        os.write(self.fd, (json.dumps(row) + "\n").encode())
+
+    def sync(self) -> None:
+        """Make the rows durable (the metrics at a checkpoint cover at least what it saved)."""
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """One durable row: for the rare records (a job, an error) that must survive the crash after them."""
+    out = JsonlAppender(path)
+    try:
+        out.write(row)
+        out.sync()
+    finally:
+        out.close()
+
+
+# ----------------------------------------------------------------------------- the run-state rule
+
+State = Literal["new", "running", "finished", "preempted", "failed", "failed (non-finite loss)", "interrupted"]
+
+
+def run_state(rows: list[dict], now: float | None = None) -> State:
+    """How a run stands, from its metrics rows alone: the last stop row decides (finished,
+    preempted, failed, failed (non-finite loss)) unless a start came after it; otherwise it is
+    running (rows in the last 5 minutes), interrupted (ended without a stop row: killed, or its
+    node died), or new (no rows)."""
+    if not rows:
+        return "new"
+    starts = [r["time"] for r in rows if r["kind"] == "start"]
+    stops = [r for r in rows if r["kind"] == "stop"]
+    if stops and (not starts or max(starts) <= stops[-1]["time"]):
+        return {"finished": "finished", "preempted": "preempted", "nonfinite": "failed (non-finite loss)"}.get(
+            stops[-1]["reason"], "failed")
+    now = time.time() if now is None else now
+    return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
+
+
+# ----------------------------------------------------------------------------- checkpoint directories
+
+
+def step_dir(root: Path, step: int) -> Path:
+    return root / f"step_{step:08d}"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete-looking checkpoint directories under `root`, oldest first (temporary ones excluded)."""
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()), key=lambda p: p.name)
+
+
+# ----------------------------------------------------------------------------- the run directory
+
+
+class RunDir:
+    """One run's directory: its spec, its logs, its job and error records, and its checkpoints."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / CONFIG
+        self.metrics = self.path / "metrics.jsonl"
+        self.errors = self.path / "errors.jsonl"
+        self.jobs = self.path / "jobs.jsonl"
+        self.summary = self.path / "summary.json"
+        self.checkpoints = self.path / "checkpoints"
+        self.slurm = self.path / "slurm"  # submitit's folder for training jobs
+        self.eval_slurm = self.path / "eval-slurm"  # and for evaluations submitted with --eval
+        self._wandb_id = self.path / "wandb_id"
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        return self.config.exists()
+
+    # ------------------------------------------------------------------ the spec
+
+    def spec_dict(self) -> dict:
+        """config.json as plain JSON (no spec classes: cheap, for status)."""
+        return json.loads(self.config.read_text())
+
+    def read_spec(self) -> "Experiment":
+        from harness.config import SpecError, from_json
+
+        if not self.exists():
+            raise SpecError(f"{self.path}: not a run directory (no {CONFIG})")
+        return from_json(self.config.read_text(), str(self.config))
+
+    def init(self, exp: "Experiment", allow: Literal["compatible", "none"] = "compatible") -> dict:
+        """Create the run directory for `exp`, or check it against the spec it holds; returns the
+        fields that changed, as {"optim.lr": (old, new)}.
+
+        allow="compatible" accepts changes that keep the checkpoints meaningful (the trainer's rule);
+        allow="none" refuses any change (harness.submit's, unless asked). The spec is (re)written.
+        """
+        from harness import config
+
+        changes = {}
+        if self.exists():
+            changes = config.diff(self.read_spec(), exp)
+            refused = changes if allow == "none" else config.breaking_changes(changes)
+            if refused:
+                raise config.SpecError(f"{self.path} holds a run with a different spec ({config.describe(refused)}); "
+                                       "use another name or run_dir" + (", or allow the change" if allow == "none"
+                                                                         else ""))
+        self.path.mkdir(parents=True, exist_ok=True)
+        if changes or not self.exists():
+            write_text(self.config, config.to_json(exp))
+        return changes
+
+    # ------------------------------------------------------------------ records
+
+    def metrics_rows(self) -> list[dict]:
+        """Every metrics row (each has a kind), in file order."""
+        return [r for r in read_jsonl(self.metrics) if "kind" in r]
+
+    def history(self) -> tuple[int, dict | None]:
+        """What a new start needs from the earlier ones: how many there were, and the last stop row."""
+        rows = self.metrics_rows()
+        stops = [r for r in rows if r["kind"] == "stop"]
+        return sum(r["kind"] == "start" for r in rows), stops[-1] if stops else None
+
+    def state(self, now: float | None = None) -> State:
+        return run_state(self.metrics_rows(), now)
+
+    def record_job(self, **fields: object) -> None:
+        append_jsonl(self.jobs, {"time": round(time.time(), 3), **fields})
+
+    def last_job(self) -> dict | None:
+        """The newest job recorded (by harness.submit or sbatch/train.sh)."""
+        jobs = read_jsonl(self.jobs)
+        return jobs[-1] if jobs else None
+
+    def record_error(self, **fields: object) -> None:
+        append_jsonl(self.errors, {"time": round(time.time(), 3), **fields})
+
+    def last_error(self) -> dict | None:
+        errors = read_jsonl(self.errors)
+        return errors[-1] if errors else None
+
+    def write_summary(self, summary: dict) -> None:
+        write_text(self.summary, json.dumps(summary, indent=1) + "\n")
+
+    def wandb_id(self) -> str:
+        """The run's wandb id, created on first use: every restart continues the same wandb run."""
+        if self._wandb_id.exists():
+            return self._wandb_id.read_text().strip()
+        run_id = uuid.uuid4().hex[:12]
+        write_text(self._wandb_id, run_id + "\n")
+        return run_id
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dirs(self) -> list[Path]:
+        return list_checkpoints(self.checkpoints)
+
+    def newest_checkpoint_step(self) -> int | None:
+        found = self.checkpoint_dirs()
+        return checkpoint_step(found[-1]) if found else None
+
+
+def find_runs(paths: list[str]) -> list[RunDir]:
+    """The run directories named, or found one or two levels below the folders named."""
+    runs = []
+    for p in map(Path, paths):
+        if RunDir(p).exists():
+            runs.append(RunDir(p))
+        elif p.is_dir():
+            runs += [RunDir(c.parent) for c in sorted(p.glob(f"*/{CONFIG}"))]
+            runs += [RunDir(c.parent) for c in sorted(p.glob(f"*/*/{CONFIG}"))]
+        else:
+            print(f"warning: {p} is not a run directory", file=sys.stderr)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m harness.run_dir", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["outcome"], help="outcome: how the latest start ended (run state)")
+    p.add_argument("run_dir")
+    args = p.parse_args(argv)
+    print(RunDir(args.run_dir).state())
+
+
+if __name__ == "__main__":
+    main()
