@@ -6,6 +6,8 @@
     python -m harness.bench tokenize [--workers N]     # tokenizer tokens/s per worker
     python -m harness.bench checkpoint --preset gpt2   # save/load seconds, time training is blocked
     python -m harness.bench hellaswag --data DIR --limit 500
+    python -m harness.bench gpu [--hellaswag DATA] [--cpu]   # the GPU acceptance command (harness/acceptance.py)
+    python -m harness.bench prepare [--workers 2] [--pairs 3]   # harness.prepare against build-nanogpt's pipeline
 
 Measured figures, with the machine and command, go in benchmarks/RESULTS.md.
 """
@@ -15,8 +17,10 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -208,6 +212,161 @@ def bench_tokenize(args: argparse.Namespace) -> dict:
     return report("tokenize", figures, rows)
 
 
+# ----------------------------------------------------------------------------- prepare against build-nanogpt
+
+
+def plays_jsonl(path: Path, copies: int, chars: int = 4000) -> None:
+    """The plays cut at line ends into documents of about `chars` characters, `copies` times over, as
+    a jsonl of {"text": ...} rows: web-page-sized documents of real English."""
+    from harness.sources import shakespeare
+
+    with open(path, "w") as f:
+        for _ in range(copies):
+            for play in shakespeare().documents(0):
+                doc = []
+                for line in play.splitlines(keepends=True):
+                    doc.append(line)
+                    if sum(map(len, doc)) >= chars:
+                        f.write(json.dumps({"text": "".join(doc)}) + "\n")
+                        doc = []
+                if doc:
+                    f.write(json.dumps({"text": "".join(doc)}) + "\n")
+
+
+_encoding = None
+
+
+def _reference_tokenize(doc: dict) -> "object":
+    global _encoding
+    if _encoding is None:
+        from harness.tokenizer import gpt2_encoding
+
+        _encoding = gpt2_encoding()
+    import numpy as np
+
+    from harness.tokenizer import EOT
+
+    tokens = [EOT]
+    tokens.extend(_encoding.encode_ordinary(doc["text"]))
+    return np.array(tokens).astype(np.uint16)
+
+
+def reference_prepare(jsonl: str, out: str, workers: int, shard_tokens: int) -> int:
+    """build-nanogpt's fineweb.py pipeline on a local jsonl, to be measured against and not used:
+    multiprocessing.Pool.imap of EOT + encode_ordinary per document (chunksize 16) filling a
+    preallocated uint16 shard buffer, shards saved as .npy. It reads the documents as harness.prepare
+    reads a jsonl (the json module, line by line), so the two differ only in what they do with them."""
+    import multiprocessing
+
+    import numpy as np
+
+    os.makedirs(out, exist_ok=True)
+    shard, count, total = 0, 0, 0
+    buf = np.empty((shard_tokens,), dtype=np.uint16)
+    with open(jsonl, encoding="utf-8") as f, multiprocessing.Pool(workers) as pool:
+        docs = (json.loads(line) for line in f if line.strip())
+        for tokens in pool.imap(_reference_tokenize, docs, chunksize=16):
+            total += len(tokens)
+            if count + len(tokens) < shard_tokens:
+                buf[count : count + len(tokens)] = tokens
+                count += len(tokens)
+            else:
+                remainder = shard_tokens - count
+                buf[count:] = tokens[:remainder]
+                np.save(os.path.join(out, f"shard_{shard:06d}"), buf)
+                shard += 1
+                buf[: len(tokens) - remainder] = tokens[remainder:]
+                count = len(tokens) - remainder
+        if count:
+            np.save(os.path.join(out, f"shard_{shard:06d}"), buf[:count])
+    return total
+
+
+def measure(cmd: list[str]) -> dict:
+    """Wall time and peak memory of a command run in its own session, and how many of its processes
+    were still alive (not zombies) half a second after it exited. Memory is the proportional set size
+    summed over the command's processes (pages shared by forked workers counted once), sampled
+    every 20 ms."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    peak, top = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [top, *top.children(recursive=True)]
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t0
+    err = proc.stderr.read().decode()
+    if proc.returncode:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{err[-3000:]}")
+    time.sleep(0.5)  # a pool worker that outlives the command shows up in its session
+    left = [p for p in psutil.process_iter(["status"]) if _session(p.pid) == proc.pid
+            and p.info["status"] != psutil.STATUS_ZOMBIE]
+    return {"seconds": seconds, "peak_mb": peak / 2**20, "left_running": len(left)}
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def bench_prepare(args: argparse.Namespace) -> dict:
+    """Paired runs, alternating which goes first, on the same jsonl: harness.prepare --files against
+    the reference; both must write the same number of tokens."""
+    import numpy as np
+
+    from harness.data import load_manifest
+
+    work = Path(tempfile.mkdtemp(prefix="bench-prepare-"))
+    try:
+        jsonl = Path(args.files) if args.files else work / "plays.jsonl"
+        if not args.files:
+            plays_jsonl(jsonl, args.repeat)
+        runs: dict[str, list[dict]] = {"harness": [], "reference": []}
+        for i in range(args.pairs):
+            out = work / f"out{i}"
+            harness = [sys.executable, "-m", "harness.prepare", "--files", str(jsonl), "--out", str(out / "harness"),
+                       "--workers", str(args.workers), "--val-fraction", "0"]
+            reference = [sys.executable, "-c", f"from harness.bench import reference_prepare; print(reference_prepare("
+                         f"{str(jsonl)!r}, {str(out / 'reference')!r}, {args.workers}, 100_000_000))"]
+            for name, cmd in (("harness", harness), ("reference", reference))[:: 1 if i % 2 == 0 else -1]:
+                runs[name].append(measure(cmd))
+            tokens = sum(s["tokens"] for s in load_manifest(out / "harness")["splits"].values())
+            reference_tokens = sum(len(np.load(f, mmap_mode="r")) for f in (out / "reference").glob("*.npy"))
+            if tokens != reference_tokens:
+                raise RuntimeError(f"harness.prepare wrote {tokens:,} tokens, the reference {reference_tokens:,}")
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    median = {name: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "peak_mb")}
+              for name, rs in runs.items()}
+    ratios = [h["seconds"] / r["seconds"] for h, r in zip(runs["harness"], runs["reference"], strict=True)]
+    figures = {"workers": args.workers, "pairs": args.pairs, "tokens": tokens,
+               "harness_seconds": round(median["harness"]["seconds"], 2),
+               "reference_seconds": round(median["reference"]["seconds"], 2),
+               "time_ratio": round(statistics.median(ratios), 3), "time_ratios": [round(x, 3) for x in ratios],
+               "harness_peak_mb": round(median["harness"]["peak_mb"]),
+               "reference_peak_mb": round(median["reference"]["peak_mb"]),
+               "memory_ratio": round(median["harness"]["peak_mb"] / median["reference"]["peak_mb"], 3),
+               "harness_left_running": max(r["left_running"] for r in runs["harness"]),
+               "reference_left_running": max(r["left_running"] for r in runs["reference"])}
+    rows = [("corpus", f"{args.files or f'the plays x {args.repeat}, ~4,000-character documents'}"),
+            ("harness.prepare", f"{figures['harness_seconds']} s, peak {figures['harness_peak_mb']} MB "
+                                f"(median of {args.pairs}, {args.workers} workers)"),
+            ("build-nanogpt's", f"{figures['reference_seconds']} s, peak {figures['reference_peak_mb']} MB"),
+            ("ratio", f"time {figures['time_ratio']}x (pairs: {figures['time_ratios']}), "
+                      f"memory {figures['memory_ratio']}x"),
+            ("left running", f"harness {figures['harness_left_running']}, reference "
+                             f"{figures['reference_left_running']} processes after exit")]
+    return report("prepare", figures, rows)
+
+
 # ----------------------------------------------------------------------------- checkpoint
 
 
@@ -282,7 +441,7 @@ def bench_hellaswag(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag"])
+    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare"])
     p.add_argument("--preset", default=None, help="gpt2 | gpt2-medium | ... (default: a free size)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -303,9 +462,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dir", default=None, help="checkpoint: where to write (default: the temp dir)")
     p.add_argument("--limit", type=int, default=200, help="hellaswag: examples")
     p.add_argument("--batch-examples", type=int, default=8)
+    p.add_argument("--cpu", action="store_true", help="gpu: the checks with a tiny model on the CPU")
+    p.add_argument("--hellaswag", default=None, help="gpu: HellaSwag data (jsonl or save_to_disk directory)")
+    p.add_argument("--out", default="log/bench/gpu.json", help="gpu: the JSON file of every figure")
+    p.add_argument("--pairs", type=int, default=3, help="prepare: paired runs (the median ratio is reported)")
+    p.add_argument("--files", default=None, help="prepare: a jsonl (default: the plays in ~4,000-character documents)")
     args = p.parse_args(argv)
+    from harness import acceptance
+
     {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
-     "hellaswag": bench_hellaswag}[args.what](args)
+     "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare}[args.what](args)
 
 
 if __name__ == "__main__":

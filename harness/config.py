@@ -44,6 +44,7 @@ class TrainConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # process-group backend (auto: NCCL on GPU, gloo on CPU)
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # autocast precision (auto: bf16 on CUDA, fp32 on CPU)
     compile: bool = False  # torch.compile the model for training (evaluation uses the plain module)
+    deterministic: bool = False  # deterministic kernels only: bit-identical resumes on GPUs too, at some speed
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient norm stops the run or skips the step
     max_restarts: int = 3  # torchrun restarts the workers this often after a crash (preemptions do not count)
     collective_timeout_min: float = 10.0  # a rank stuck this long in a collective fails the job

@@ -89,6 +89,12 @@ class Trainer:
         """Build everything the spec describes, then restore the newest checkpoint that loads."""
         self.env, self.stop, self.device = env, stop, env.device
         config.validate(exp, env.world_size)
+        if exp.train.deterministic:
+            # GPU kernels that reduce with atomics (embedding backward, some attention backward passes)
+            # sum in a different order every run; exact resume on a GPU needs the deterministic ones,
+            # and cuBLAS a fixed workspace for them.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
         self.autocast = autocast(self.device, exp.train.dtype)
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32

@@ -59,3 +59,32 @@ def test_hellaswag_bench() -> None:
     out = bench("hellaswag", *SMALL, "--data", str(hellaswag_dir()), "--limit", "8")
     assert out["examples"] == 8
     positive(out, "examples_per_s", "seconds")
+
+
+def test_gpu_acceptance_command_in_cpu_mode(shakespeare_dir: Path, tmp_path: Path) -> None:
+    """The acceptance command's CPU mode: every check it makes on a GPU, with a tiny model, so that
+    the command cannot rot between the sessions that have a GPU."""
+    out = tmp_path / "gpu.json"
+    proc = harness("harness.bench", "gpu", "--cpu", "--data", str(shakespeare_dir), "--hellaswag",
+                   str(hellaswag_dir()), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert json.loads(proc.stdout.splitlines()[0]) == result
+    assert result["mode"] == "cpu (tiny model)" and result["problems"] == [] and "PASS" in proc.stdout
+    assert result["environment"]["sdpa_kernel"] in ("flash", "math")  # the CPU has no memory-efficient kernel
+    tp = result["throughput"]
+    positive(tp["eager"], "tokens_per_s")
+    positive(tp["compiled"], "tokens_per_s")
+    shares = [k["share"] for k in tp["top_kernels"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    resume = result["resume"]
+    assert resume["identical"] and resume["deterministic"] and resume["max_diff"] == 0
+    assert resume["resumed_from_step"] in (4, 8) and resume["compared_steps"] == 12 - resume["resumed_from_step"]
+    assert result["auto_micro_batch"]["chosen"] == 8  # the CPU fallback
+    hs = result["hellaswag"]
+    assert hs["n"] == 16 and 0 <= hs["acc_norm"] <= 1 and hs["seconds"] > 0
+
+
+def test_prepare_bench_pairs_harness_with_the_reference() -> None:
+    out = bench("prepare", "--pairs", "1", "--workers", "2")
+    positive(out, "harness_seconds", "reference_seconds", "time_ratio", "harness_peak_mb", "reference_peak_mb")
+    assert out["harness_left_running"] == 0  # no process of harness.prepare outlives it
