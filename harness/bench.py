@@ -8,6 +8,7 @@
     python -m harness.bench hellaswag --data DIR --limit 500
     python -m harness.bench gpu [--hellaswag DATA] [--cpu]   # the GPU acceptance command (harness/acceptance.py)
     python -m harness.bench prepare [--workers 2] [--pairs 3]   # harness.prepare against build-nanogpt's pipeline
+    torchrun --nproc-per-node 8 -m harness.bench comm           # all-reduce bus bandwidth by size, as nccl-tests
 
 Measured figures, with the machine and command, go in benchmarks/RESULTS.md.
 """
@@ -367,6 +368,32 @@ def bench_prepare(args: argparse.Namespace) -> dict:
     return report("prepare", figures, rows)
 
 
+# ----------------------------------------------------------------------------- all-reduce
+
+
+def bench_comm(args: argparse.Namespace) -> dict:
+    """All-reduce bus bandwidth by message size over the run's backend, as nccl-tests prints it."""
+    from harness.health import allreduce
+
+    env = distributed.setup(args.device)
+    if not env.distributed:
+        sys.exit("harness.bench comm measures all-reduce between ranks: run it under torchrun (or srun) with "
+                 "2 or more processes")
+    sizes = tuple(args.min_bytes * 4**i for i in range(64) if args.min_bytes * 4**i <= args.max_bytes)
+    measured = allreduce(env, sizes, iters=args.steps)
+    figures = {"backend": env.backend, "world_size": env.world_size,
+               "sizes": [{"bytes": size, "us": round(m["seconds"] * 1e6, 1), "algbw_gbps": round(m["algbw"], 3),
+                          "busbw_gbps": round(m["busbw"], 3)} for size, m in measured.items()]}
+    rows = [("", f"{'size (B)':>12} {'count':>10} {'type':>6} {'time (us)':>10} {'algbw (GB/s)':>13} "
+                 f"{'busbw (GB/s)':>13}")]
+    rows += [("", f"{r['bytes']:>12,} {r['bytes'] // 4:>10,} {'float':>6} {r['us']:>10,.1f} {r['algbw_gbps']:>13.3f} "
+                  f"{r['busbw_gbps']:>13.3f}") for r in figures["sizes"]]
+    rows.append(("", f"all-reduce (sum) over {env.world_size} ranks, {env.backend}; busbw = algbw x 2(n-1)/n"))
+    out = report("comm", figures, rows) if env.is_main else figures
+    distributed.teardown(env)
+    return out
+
+
 # ----------------------------------------------------------------------------- checkpoint
 
 
@@ -441,7 +468,7 @@ def bench_hellaswag(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare"])
+    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare", "comm"])
     p.add_argument("--preset", default=None, help="gpt2 | gpt2-medium | ... (default: a free size)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -465,13 +492,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu", action="store_true", help="gpu: the checks with a tiny model on the CPU")
     p.add_argument("--hellaswag", default=None, help="gpu: HellaSwag data (jsonl or save_to_disk directory)")
     p.add_argument("--out", default="log/bench/gpu.json", help="gpu: the JSON file of every figure")
+    p.add_argument("--min-bytes", type=int, default=1024, help="comm: the smallest all-reduce")
+    p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="comm: the largest all-reduce (x4 between)")
     p.add_argument("--pairs", type=int, default=3, help="prepare: paired runs (the median ratio is reported)")
     p.add_argument("--files", default=None, help="prepare: a jsonl (default: the plays in ~4,000-character documents)")
     args = p.parse_args(argv)
     from harness import acceptance
 
-    {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
-     "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare}[args.what](args)
+    benches = {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
+               "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare, "comm": bench_comm}
+    benches[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,21 @@
-"""Cluster resources of a run, and the torchrun command that every node of a job runs.
+"""Cluster resources of a run, what every node of a job runs, and what a job does when its step ends.
 
-Used by `harness.submit` (submitit) and mirrored by `sbatch/train.sh`. Imports no Slurm library, so
-the trainer and the spec can import it anywhere.
+Used by `harness.submit` (submitit) and by `sbatch/train.sh`. Imports no Slurm library, so the
+trainer and the spec can import it anywhere.
+
+    python -m harness.cluster after-step RUN_DIR   # in a job: requeue it if its run asks; print the outcome
+                                                   # (what it does goes to stderr, the job log)
 """
 
 import os
+import shlex
 import subprocess
 import sys
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.run_dir import RunDir
 
 
 @dataclass
@@ -29,6 +36,18 @@ class ClusterConfig:
     sbatch_extra: list[str] = field(default_factory=list)  # more sbatch options as key=value, e.g. reservation=x
     signal_lead_s: int = 120  # the preemption/time-limit signal comes this long before the kill: a step plus a save
     max_timeouts: int = 100  # requeues after hitting the time limit before giving up (preemptions are free)
+    setup: list[str] = field(default_factory=list)  # shell lines each node runs before torchrun ("module load x")
+    env: list[str] = field(default_factory=list)  # NAME=value set on each node, e.g. NCCL_IB_DISABLE=1
+    preflight: bool = True  # check every node at every start of a job; a bad one is excluded and the job requeued
+    # A host below this fraction of the other hosts' median on a preflight figure is bad. Healthy identical
+    # devices agree within 10 to 20 per cent; a throttled or shared GPU or a busy node loses far more.
+    preflight_fraction: float = 0.5
+    preflight_min_tflops: float = 0.0  # a host below this matmul TFLOP/s is bad (0: no floor)
+    preflight_min_memory_gbps: float = 0.0  # a host below this memory bandwidth (GB/s) is bad (0: no floor)
+    preflight_min_read_mbps: float = 0.0  # a host reading the shards slower than this (MB/s) is bad (0: no floor)
+    preflight_min_busbw_gbps: float = 0.0  # all-reduce bus bandwidth below this (GB/s) is warned about (0: none)
+    straggler_ratio: float = 0.0  # move off a host whose compute time stays above this x the others' (0: off)
+    straggler_steps: int = 5  # ... for this many log steps in a row
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field."""
@@ -41,7 +60,19 @@ class ClusterConfig:
             f"signal_lead_s: {self.signal_lead_s}s is not shorter than cluster.time_min={self.time_min}min"]
         extra = [f"sbatch_extra: {opt!r} is not key=value" for opt in self.sbatch_extra
                  if not ("=" in opt or opt.isidentifier())]
-        return positive + nonnegative + lead + extra
+        env = [f"env: {kv!r} is not NAME=value" for kv in self.env
+               if "=" not in kv or not kv.split("=", 1)[0].isidentifier()]
+        health = [msg for bad, msg in [
+            (not 0 < self.preflight_fraction <= 1,
+             f"preflight_fraction: must be in (0, 1], got {self.preflight_fraction}"),
+            (self.straggler_ratio != 0 and self.straggler_ratio <= 1,
+             f"straggler_ratio: must be above 1 (or 0: off), got {self.straggler_ratio}"),
+            (self.straggler_steps < 1, f"straggler_steps: must be positive, got {self.straggler_steps}"),
+        ] if bad]
+        floors = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in
+                  ("preflight_min_tflops", "preflight_min_memory_gbps", "preflight_min_read_mbps",
+                   "preflight_min_busbw_gbps") if getattr(self, n) < 0]
+        return positive + nonnegative + lead + extra + env + health + floors
 
     @property
     def nproc_per_node(self) -> int:
@@ -80,8 +111,105 @@ def torchrun_command(nproc_per_node: int, max_restarts: int, module_args: list[s
     ]
 
 
+def node_script(cluster: ClusterConfig, command: list[str]) -> str:
+    """The shell script each node task runs: the spec's set-up lines, its environment, then `command`
+    in the shell's place (exec: signals reach it, and its exit status is the task's)."""
+    lines = [*cluster.setup]
+    lines += [f"export {kv.split('=', 1)[0]}={shlex.quote(kv.split('=', 1)[1])}" for kv in cluster.env]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in TORCHRUN_ENV.items()]
+    return "\n".join([*lines, "exec " + shlex.join(command)])
+
+
 def head_node() -> str:
     """The first node of this Slurm allocation, where the rendezvous store lives."""
     out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True,
                          text=True, check=True)
     return out.stdout.split()[0]
+
+
+# ----------------------------------------------------------------------------- when a job's step ends
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """`scontrol show job` as {field: value}."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """`n[1-3]` -> ["n1", "n2", "n3"] (Slurm's own expansion)."""
+    if not nodelist or nodelist == "(null)":
+        return []
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def requeue_excluding(job_id: str, hosts: list[str], log_dir: Path) -> str:
+    """Put the running job `job_id` back in the queue with `hosts` added to its excluded nodes.
+
+    Slurm keeps ExcNodeList across requeues but lets it change only while a job is pending, and this
+    one is running. So a helper job (one CPU, a minute) is submitted first: it retries the update
+    every second until the job is back in the queue. A requeued job waits Slurm's cred_expire
+    (120 s by default) before it may start again, so the helper, queued earlier, is scheduled first;
+    if it is late, the job's next start finds itself on the node again and comes back here (after a
+    few such starts the trainer gives up, saying how to set the exclusion by hand). Returns how the
+    requeue went, if this process outlives it."""
+    job = job_fields(job_id)
+    exclude = sorted(set(hostnames(job.get("ExcNodeList", ""))) | set(hosts))
+    partition = job.get("Partition", "")
+    nodes = subprocess.run(["sinfo", "-h", "-N", "-p", partition, "-o", "%N"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    left = sorted(set(nodes) - set(exclude))
+    if len(left) < int(job["NumNodes"]):
+        raise RuntimeError(f"excluding {', '.join(exclude)} would leave {len(left)} node(s) of partition {partition} "
+                           f"for a {job['NumNodes']}-node job; not requeued: repair or drain the bad node(s), or ask "
+                           "for fewer nodes")
+    excluded = ",".join(exclude)
+    retry = (f"for i in $(seq 600); do scontrol update JobId={job_id} ExcNodeList={excluded} 2>/dev/null && exit 0; "
+             "sleep 1; done; exit 1")
+    helper = ["sbatch", "--parsable", f"--job-name=exclude-{job_id}", f"--partition={partition}", "--nodes=1",
+              "--ntasks=1", "--cpus-per-task=1", "--time=15", f"--output={log_dir}/exclude-{job_id}-%j.out"]
+    if job.get("Account") and job["Account"] != "(null)":
+        helper.append(f"--account={job['Account']}")
+    log_dir.mkdir(parents=True, exist_ok=True)  # sbatch cannot start a job whose log has nowhere to go
+    submitted = subprocess.run([*helper, "--wrap", retry], capture_output=True, text=True)
+    if submitted.returncode != 0:
+        print(f"[harness] could not submit the helper that excludes {excluded} ({submitted.stderr.strip()}); while "
+              f"the job is pending, run: scontrol update JobId={job_id} ExcNodeList={excluded}", file=sys.stderr,
+              flush=True)
+    # Said before it is done: the requeue ends this job's processes, this one among them.
+    print(f"[harness] requeueing job {job_id} excluding {excluded} (helper job "
+          f"{submitted.stdout.strip() or 'not submitted'})", file=sys.stderr, flush=True)
+    requeued = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    return f"requeue: {requeued.stderr.strip() or 'done'}"
+
+
+def after_step(run: RunDir, job_id: str | None) -> str:
+    """What a job does when its training step has ended, decided from the run's own log: back in the
+    queue if the workers stopped at a checkpoint on a signal that no requeue follows (SIGTERM from
+    `scancel --signal=TERM`, say: if Slurm is already requeuing or ending the job, scontrol refuses
+    and nothing changes), or if they moved off bad nodes (then without those nodes). Returns the
+    run's state."""
+    outcome = run.state()
+    if job_id and outcome == "preempted":
+        print(f"[harness] run stopped at a checkpoint: requeueing job {job_id}", file=sys.stderr, flush=True)
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+        print(f"[harness] requeue: {done.stderr.strip() or 'done'}", file=sys.stderr, flush=True)
+    elif job_id and outcome == "excluded":
+        print(f"[harness] {requeue_excluding(job_id, run.excluded_hosts(), run.slurm)}", file=sys.stderr, flush=True)
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["after-step"])
+    p.add_argument("run_dir")
+    args = p.parse_args(argv)
+    print(after_step(RunDir(args.run_dir), os.environ.get("SLURM_JOB_ID")))
+
+
+if __name__ == "__main__":
+    main()

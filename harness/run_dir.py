@@ -5,6 +5,7 @@
       metrics.jsonl   the trainer's rows (harness.metrics), append-only across restarts
       errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
       jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
+      exclusions.jsonl  nodes the run moved off (bad preflight, straggler), with the evidence; kept out for good
       summary.json    written when the run finishes
       wandb_id        the wandb run that every restart continues
       checkpoints/    step_XXXXXXXX/ directories (harness.checkpoint owns what is inside them)
@@ -17,8 +18,6 @@ atomically (harness.atomic). The run-state rule (finished, preempted, failed, ..
 reader of the rows it is decided from.
 
 This module imports neither torch nor the spec at import time, so `harness.status` stays quick.
-
-    python -m harness.run_dir outcome RUN_DIR     # how the latest start ended (for sbatch/train.sh)
 """
 
 import json
@@ -110,21 +109,23 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 # ----------------------------------------------------------------------------- the run-state rule
 
-State = Literal["new", "running", "finished", "preempted", "failed", "failed (non-finite loss)", "interrupted"]
+State = Literal["new", "running", "finished", "preempted", "excluded", "failed", "failed (non-finite loss)",
+                "interrupted"]
+STOPPED = {"finished": "finished", "preempted": "preempted", "excluded": "excluded",
+           "nonfinite": "failed (non-finite loss)"}  # a stop row's reason -> the state (any other: failed)
 
 
 def run_state(rows: list[dict], now: float | None = None) -> State:
     """How a run stands, from its metrics rows alone: the last stop row decides (finished,
-    preempted, failed, failed (non-finite loss)) unless a start came after it; otherwise it is
-    running (rows in the last 5 minutes), interrupted (ended without a stop row: killed, or its
-    node died), or new (no rows)."""
+    preempted, excluded: it moved off a bad node, failed, failed (non-finite loss)) unless a start
+    came after it; otherwise it is running (rows in the last 5 minutes), interrupted (ended without
+    a stop row: killed, or its node died), or new (no rows)."""
     if not rows:
         return "new"
     starts = [r["time"] for r in rows if r["kind"] == "start"]
     stops = [r for r in rows if r["kind"] == "stop"]
     if stops and (not starts or max(starts) <= stops[-1]["time"]):
-        return {"finished": "finished", "preempted": "preempted", "nonfinite": "failed (non-finite loss)"}.get(
-            stops[-1]["reason"], "failed")
+        return STOPPED.get(stops[-1]["reason"], "failed")
     now = time.time() if now is None else now
     return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
 
@@ -159,6 +160,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.errors = self.path / "errors.jsonl"
         self.jobs = self.path / "jobs.jsonl"
+        self.exclusions = self.path / "exclusions.jsonl"
         self.summary = self.path / "summary.json"
         self.checkpoints = self.path / "checkpoints"
         self.slurm = self.path / "slurm"  # submitit's folder for training jobs
@@ -236,6 +238,17 @@ class RunDir:
         errors = read_jsonl(self.errors)
         return errors[-1] if errors else None
 
+    def record_exclusion(self, **fields: object) -> None:
+        append_jsonl(self.exclusions, {"time": round(time.time(), 3), **fields})
+
+    def exclusions_of(self, job_id: str, reason: str) -> int:
+        """How many times job `job_id` moved off nodes for `reason`."""
+        return sum(r.get("job_id") == job_id and r["reason"] == reason for r in read_jsonl(self.exclusions))
+
+    def excluded_hosts(self) -> list[str]:
+        """Every node the run has moved off, in the order it did."""
+        return list(dict.fromkeys(h for row in read_jsonl(self.exclusions) for h in row["hosts"]))
+
     def write_summary(self, summary: dict) -> None:
         write_text(self.summary, json.dumps(summary, indent=1) + "\n")
 
@@ -269,18 +282,3 @@ def find_runs(paths: list[str]) -> list[RunDir]:
         else:
             print(f"warning: {p} is not a run directory", file=sys.stderr)
     return runs
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m harness.run_dir", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["outcome"], help="outcome: how the latest start ended (run state)")
-    p.add_argument("run_dir")
-    args = p.parse_args(argv)
-    print(RunDir(args.run_dir).state())
-
-
-if __name__ == "__main__":
-    main()

@@ -18,7 +18,9 @@ import time
 from harness.run_dir import RunDir, find_runs
 
 COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "hellaswag", "tok/s", "eta",
-           "restarts", "checkpoint", "log"]
+           "restarts", "checkpoint", "nodes", "log"]
+STRAGGLER_ROWS = 5  # a straggler is sustained when it is the slowest host in this many train rows in a row
+STRAGGLER_SHOWN = 1.5  # ... by at least this ratio (or the run's cluster.straggler_ratio, if set)
 
 
 def queue_state(job_id: str) -> str | None:
@@ -61,6 +63,16 @@ def layout(start: dict | None, job: dict, cluster: dict) -> str:
     return f"{nodes} node{'s' * (nodes > 1)} x {per_node} proc{'s' * (per_node > 1)} ({device})"
 
 
+def sustained_straggler(train_rows: list[dict], threshold: float) -> str | None:
+    """"n3 (2.1x)" when the same host was the slowest by more than `threshold` in the last rows."""
+    last = train_rows[-STRAGGLER_ROWS:]
+    hosts = {r.get("slowest_host") for r in last}
+    if len(last) < STRAGGLER_ROWS or len(hosts) != 1 or None in hosts:
+        return None
+    ratios = [r["slowest_ratio"] for r in last]
+    return f"{hosts.pop()} ({statistics.median(ratios):.1f}x)" if min(ratios) > threshold else None
+
+
 def run_status(run: RunDir) -> dict:
     spec = run.spec_dict()
     rows = run.metrics_rows()
@@ -74,6 +86,8 @@ def run_status(run: RunDir) -> dict:
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
 
+    train = [r for r in rows if r["kind"] == "train" and r["restart"] == last.get("start", {}).get("restart")]
+    straggler = sustained_straggler(train, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
     recent = [r for r in rows if r["kind"] == "train"][-20:]
     tok_s = statistics.median(r["tokens_per_s"] for r in recent) if recent else None
     eta = None
@@ -94,6 +108,8 @@ def run_status(run: RunDir) -> dict:
         "eta_s": eta,
         "restarts": max(0, sum(r["kind"] == "start" for r in rows) - 1),
         "checkpoint": run.newest_checkpoint_step(),
+        "excluded": run.excluded_hosts(),
+        "straggler": straggler,
         "log": job.get("log"),
         "error": error,
     }
@@ -108,7 +124,14 @@ def _fmt(s: dict) -> list[str]:
     return [s["name"], str(s["job"] or "-"), s["state"], s["layout"], f"{s['step']}/{s['total_steps']}",
             num(s["train_loss"], ".4f"), num(s["val_loss"], ".4f"), num(s["hellaswag"], ".4f"),
             num(s["tokens_per_s"], ",.0f"), eta, str(s["restarts"]),
-            str(s["checkpoint"] if s["checkpoint"] is not None else "-"), s["log"] or s["run_dir"]]
+            str(s["checkpoint"] if s["checkpoint"] is not None else "-"), nodes(s), s["log"] or s["run_dir"]]
+
+
+def nodes(s: dict) -> str:
+    """Node health: a sustained straggler, and the nodes the run moved off."""
+    parts = ([f"straggler {s['straggler']}"] if s["straggler"] else []) + (
+        [f"excluded {','.join(s['excluded'])}"] if s["excluded"] else [])
+    return "; ".join(parts) or "-"
 
 
 def table(statuses: list[dict]) -> str:

@@ -18,28 +18,29 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import simple_parsing
 
 from harness import config
 from harness.checkpoint import is_huggingface_dir
-from harness.cluster import TORCHRUN_ENV, head_node, rendezvous_port, torchrun_command
+from harness.cluster import ClusterConfig, after_step, head_node, node_script, rendezvous_port, torchrun_command
 from harness.config import Experiment, SpecError
 from harness.run_dir import RunDir
-from harness.status import queued_job
+from harness.status import queue_state, queued_job
 
 PROG = "python -m harness.submit"
 
 
 class TorchrunJob:
-    """What each node's Slurm task runs: torchrun over a harness module (the trainer on a run
-    directory, which resumes by itself, or an evaluation)."""
+    """What each node's Slurm task runs: the spec's set-up lines, then torchrun over a harness module
+    (the trainer on a run directory, which resumes by itself, an evaluation, or the preflight)."""
 
-    def __init__(self, module_args: list[str], cwd: str, nproc_per_node: int, max_restarts: int, lead_s: int,
+    def __init__(self, module_args: list[str], cwd: str, cluster: ClusterConfig, max_restarts: int,
                  run_dir: str | None = None):
         self.module_args, self.cwd, self.run_dir = module_args, cwd, run_dir
-        self.nproc_per_node, self.max_restarts, self.lead_s = nproc_per_node, max_restarts, lead_s
+        self.cluster, self.max_restarts = cluster, max_restarts
         self._proc: subprocess.Popen | None = None
         self._done = threading.Event()
 
@@ -50,7 +51,7 @@ class TorchrunJob:
         self.__dict__.update(state, _proc=None, _done=threading.Event())
 
     def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
-        return torchrun_command(self.nproc_per_node, self.max_restarts, self.module_args, nnodes, head, job_id)
+        return torchrun_command(self.cluster.nproc_per_node, self.max_restarts, self.module_args, nnodes, head, job_id)
 
     def __call__(self) -> str:
         import submitit
@@ -62,7 +63,7 @@ class TorchrunJob:
         # torchrun's agent must survive USR2 (its default action is to die) and leave the signal to
         # the workers, which Slurm signals directly; an ignored signal stays ignored across exec,
         # and the trainer installs its own handler.
-        self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=os.environ | TORCHRUN_ENV,
+        self._proc = subprocess.Popen(["bash", "-c", node_script(self.cluster, cmd)], cwd=self.cwd,
                                       preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
         threading.Thread(target=lambda: (self._proc.wait(), self._done.set()), daemon=True).start()
         while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
@@ -71,17 +72,12 @@ class TorchrunJob:
         outcome = run.state() if run else None
         # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
         # workers saved and stopped cleanly: the run's own log says what happened.
-        if self._proc.returncode != 0 and outcome != "preempted":
+        if self._proc.returncode != 0 and outcome not in ("preempted", "excluded"):
             where = f"; the run's error records are in {run.errors}" if run else ""
             raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
                                f"the failing rank's error is above{where}")
-        job_id = os.environ.get("SLURM_JOB_ID")
-        if outcome == "preempted" and env.global_rank == 0 and job_id:
-            # The workers saved and stopped on a signal that no requeue follows (a SIGTERM from
-            # `scancel --signal=TERM`, say): put the job back in the queue ourselves. If Slurm is
-            # already requeuing or ending it, scontrol refuses and nothing changes.
-            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
-            print(f"[harness] run stopped at a checkpoint; requeue: {done.stderr.strip() or 'done'}", flush=True)
+        if run and env.global_rank == 0:
+            outcome = after_step(run, os.environ.get("SLURM_JOB_ID"))
         return outcome or "done"
 
     def checkpoint(self) -> "object":
@@ -89,7 +85,7 @@ class TorchrunJob:
         saving; wait for them, then let submitit requeue this same job."""
         import submitit
 
-        if self._proc is not None and not self._done.wait(timeout=max(10, self.lead_s - 15)):
+        if self._proc is not None and not self._done.wait(timeout=max(10, self.cluster.signal_lead_s - 15)):
             print("[harness] workers did not finish saving in time; the last periodic checkpoint will be used",
                   flush=True)
         return submitit.helpers.DelayedSubmission(self)
@@ -162,8 +158,8 @@ def make_executor(spec: Experiment, folder: Path) -> "object":
 
 
 def make_job(spec: Experiment) -> TorchrunJob:
-    return TorchrunJob(["harness.train", spec.run_dir], os.getcwd(), spec.cluster.nproc_per_node,
-                       spec.train.max_restarts, spec.cluster.signal_lead_s, run_dir=spec.run_dir)
+    return TorchrunJob(["harness.train", spec.run_dir], os.getcwd(), spec.cluster, spec.train.max_restarts,
+                       run_dir=spec.run_dir)
 
 
 def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
@@ -213,8 +209,8 @@ def dry_run(specs: list[Experiment]) -> None:
         cmd = make_job(spec).command(spec.cluster.nodes, "<first node>", "<job id>")
         cmd = [a.replace(f":{rendezvous_port('<job id>')}", f":{port}") for a in cmd]
         srun = " ".join(slurm_parameters(spec)["srun_args"])
-        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs (srun {srun}, one task per node), with "
-              f"{' '.join(f'{k}={v}' for k, v in TORCHRUN_ENV.items())}:\n{shlex.join(cmd)}\n")
+        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs (srun {srun}, one task per node):\n"
+              f"{node_script(spec.cluster, cmd)}\n")
 
 
 def init_from_batch_script(specs: list[Experiment]) -> None:
@@ -233,17 +229,16 @@ def init_from_batch_script(specs: list[Experiment]) -> None:
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
     node = make_job(spec).command(spec.cluster.nodes, head_node(), job_id)
     print(f"RUN_DIR={shlex.quote(spec.run_dir)}")
-    print(f"NODE_COMMAND={shlex.quote(shlex.join(node))}")
-    for key, value in TORCHRUN_ENV.items():
-        print(f"export {key}={shlex.quote(value)}")
+    print(f"NODE_SCRIPT={shlex.quote(node_script(spec.cluster, node))}")
 
 
 def run_local(spec: Experiment) -> int:
     """The same job on this machine, without Slurm: one node, torchrun in the foreground."""
     RunDir(spec.run_dir).init(spec, allow="compatible")
     cmd = torchrun_command(spec.cluster.nproc_per_node, spec.train.max_restarts, ["harness.train", spec.run_dir])
-    print(shlex.join(cmd), flush=True)
-    return subprocess.call(cmd, env=os.environ | TORCHRUN_ENV)
+    script = node_script(spec.cluster, cmd)
+    print(script, flush=True)
+    return subprocess.call(["bash", "-c", script])
 
 
 def submit_eval(kind: str, target: Path, rest: list[str]) -> None:
@@ -260,11 +255,40 @@ def submit_eval(kind: str, target: Path, rest: list[str]) -> None:
     spec = simple_parsing.replace(overrides.exp, {"name": f"eval-{base.name}", "cluster.nodes": 1})
     check_cluster([spec])
     executor = make_executor(spec, (run or RunDir(target)).eval_slurm)
-    job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(),
-                                      spec.cluster.nproc_per_node, 0, spec.cluster.signal_lead_s))
+    job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(), spec.cluster, 0))
     log = str(job.paths.stdout).replace("%t", "0")
     print(f"submitted {kind} of {target}: job {job.job_id}\n  log: {log}\n"
           f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
+
+
+def submit_preflight(spec: Experiment) -> list[dict]:
+    """Only the preflight, on `cluster.nodes` nodes, now: a job that measures every node (matmul,
+    memory, shard reads, all-reduce) and ends; its per-node table is printed here once it is done.
+    What a researcher runs before committing a week of GPUs."""
+    from harness.health import table
+
+    if problems := [f"cluster.{p}" for p in spec.cluster.check()]:  # the training settings do not matter here
+        raise SpecError("\n".join(problems))
+    check_cluster([spec])
+    run = RunDir(Path(spec.run_dir).parent / "preflight" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    spec = simple_parsing.replace(spec, {"name": f"preflight-{spec.name}", "run_dir": str(run.path),
+                                         "cluster.time_min": 15,
+                                         "cluster.signal_lead_s": min(spec.cluster.signal_lead_s, 60)})
+    run.init(spec)
+    job = make_executor(spec, run.slurm).submit(TorchrunJob(["harness.health", spec.run_dir], os.getcwd(),
+                                                            spec.cluster, 0))
+    log = Path(str(job.paths.stdout).replace("%t", "0"))
+    print(f"submitted the preflight of {spec.cluster.nodes} node(s): job {job.job_id}, log {log}; waiting for it",
+          flush=True)
+    while queue_state(job.job_id):
+        time.sleep(2)
+    rows = [r for r in run.metrics_rows() if r["kind"] == "preflight"]
+    if not rows:
+        tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+        raise SpecError(f"the preflight job {job.job_id} ended without results; the end of its log {log}:\n{tail}")
+    print(table(rows))
+    print(f"(also in {run.metrics})")
+    return rows
 
 
 def parser() -> argparse.ArgumentParser:
@@ -280,6 +304,9 @@ def parser() -> argparse.ArgumentParser:
     own.add_argument("--eval", choices=["hellaswag", "val-loss"], metavar="hellaswag|val-loss",
                      help="submit an evaluation of TARGET (a run, checkpoint or HuggingFace GPT-2 directory); "
                           "harness.eval's options and --cluster.field overrides follow")
+    own.add_argument("--preflight", action="store_true",
+                     help="only check the nodes: a job runs the preflight on cluster.nodes nodes and its per-node "
+                          "table is printed here (EXPERIMENT.py optional: its data, backend and thresholds)")
     own.add_argument("--init-run-dir", action="store_true",
                      help="(for sbatch/train.sh) validate, create the run dir, record the job, print shell lines")
     return p
@@ -294,6 +321,12 @@ def main(argv: list[str] | None = None) -> None:
             if not args.target:
                 raise SpecError(f"usage: {PROG} --eval hellaswag|val-loss TARGET [options] [--cluster.field value]")
             return submit_eval(args.eval, Path(args.target), rest)
+        if args.preflight:  # an experiment is optional: its data, backend and thresholds
+            specs = config.parse_command(argv, PROG, front, multiple=True)[0] if args.target else [
+                config.resolve(config.override_parser(PROG, Experiment(name="nodes")).parse_args(rest).exp)]
+            if len(specs) > 1:
+                raise SpecError("--preflight checks the nodes for one spec; pick one with --sweep-index N")
+            return submit_preflight(specs[0])
         if args.resume and not (args.target and Path(args.target).is_dir()):
             raise SpecError(f"--resume takes a run directory: {PROG} RUN_DIR --resume")
         specs, args = config.parse_command(argv, PROG, front, multiple=True)

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import simple_parsing
@@ -33,12 +34,16 @@ from harness.data import DataError, ShardedTokenReader, load_manifest
 from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate_hellaswag
 from harness.eval.val_loss import val_loss
 from harness.generate import sample
+from harness.health import StragglerWatch, node_name, preflight, straggler, verdicts
+from harness.health import table as health_table
 from harness.metrics import MetricsLog, start_wandb
 from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.nonfinite import NonFiniteError, NonFiniteGuard, refuse_to_replay
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
 from harness.run_dir import RunDir
+
+EXCLUSION_TRIES = 3  # starts on a node the run had moved off, before the job gives up on Slurm excluding it
 
 
 @dataclasses.dataclass
@@ -67,21 +72,41 @@ class TrainState:
 
 
 class StepTimer:
-    """Seconds per training step since the last reading; evaluation and checkpoint time excluded."""
+    """Seconds per training step since the last reading, evaluation and checkpoint time excluded; and
+    this rank's own forward-pass seconds per step, which no other rank can slow down (a forward pass
+    does not communicate), for naming stragglers. On a GPU the forward passes are timed by CUDA
+    events, read at the next host sync; steps that do not log never wait for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
         self.reset()
 
     def reset(self) -> None:
-        self.start, self.steps = time.time(), 0
+        self.start, self.steps, self.forward, self.events = time.time(), 0, 0.0, []
+
+    @contextlib.contextmanager
+    def forward_pass(self) -> Iterator[None]:
+        if self.cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            yield
+            end.record()
+            self.events.append((begin, end))
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.forward += time.perf_counter() - t0
 
     def tick(self) -> None:
         self.steps += 1
 
-    def per_step(self) -> float:
-        seconds = (time.time() - self.start) / max(1, self.steps)
+    def read(self) -> tuple[float, float]:
+        """(seconds per step, forward seconds per step) since the last reading; after a device sync."""
+        steps = max(1, self.steps)
+        forward = self.forward + sum(a.elapsed_time(b) for a, b in self.events) / 1e3
+        out = ((time.time() - self.start) / steps, forward / steps)
         self.reset()
-        return seconds
+        return out
 
 
 class Trainer:
@@ -120,7 +145,9 @@ class Trainer:
             cached_examples(exp.eval.hellaswag_data or None, exp.eval.hellaswag_limit, env)
         self.checkpointer = Checkpointer(self.run_dir.checkpoints, exp.checkpoint, env)
         self.guard = NonFiniteGuard(tc.on_nonfinite, self.device, self.run_dir)
-        self.timer = StepTimer()
+        self.timer = StepTimer(self.device)
+        self.stragglers = StragglerWatch(exp.cluster.straggler_ratio, exp.cluster.straggler_steps)
+        self.leave: str | None = None  # a straggler to move off, once the watch says so
         self.log: MetricsLog | None = None
 
         self.state = TrainState()
@@ -137,7 +164,11 @@ class Trainer:
         compiled = torch.compile(self.model) if tc.compile else self.model
         self.trained = DDP(compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
             if env.distributed else compiled
-        self.hosts = distributed.gather(socket.gethostname(), env)
+        self.hosts = distributed.gather(node_name(), env)
+        # The spec's cluster.env as each node sees it: set-up that did not reach a node shows here.
+        names = [kv.split("=", 1)[0] for kv in exp.cluster.env]
+        self.node_env = dict(zip(self.hosts, distributed.gather({n: os.environ.get(n) for n in names}, env),
+                                 strict=True)) if names else None
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         self.peak_flops = peak_flops(self.device, tc.peak_tflops)
 
@@ -213,6 +244,8 @@ class Trainer:
             self.print(f"{exp.name} already finished ({self.state.step}/{total} steps)")
             return "finished"
         self._open_log()
+        if moved := self.check_nodes():
+            return moved
         if self.state.step == 0:
             self.evaluate()
         self.timer.reset()
@@ -228,6 +261,10 @@ class Trainer:
                 self.evaluate()
             if done or self.checkpointer.due(step):
                 self.save()
+            if self.leave and not done:  # the same on every rank: decided from the gathered times
+                if not self.checkpointer.due(step):
+                    self.save()
+                return self.move_off([self.leave], "straggler", self.stragglers.evidence)
             if not done and step % exp.train.stop_check_every == 0 and self.agree_on_stop():
                 if not self.checkpointer.due(step):  # else this step was saved just above
                     self.save()
@@ -247,7 +284,7 @@ class Trainer:
             # Gradients are all-reduced only on the last micro-step; before that they accumulate locally.
             last = micro == self.accum - 1
             with contextlib.nullcontext() if last or not isinstance(self.trained, DDP) else self.trained.no_sync():
-                with self.autocast:
+                with self.timer.forward_pass(), self.autocast:
                     _, loss = self.trained(x, y)
                 # Each micro-batch loss is a mean over its tokens: dividing by the number of micro-steps
                 # makes the accumulated gradient that of the mean over the whole batch, not a sum.
@@ -267,14 +304,20 @@ class Trainer:
         loss_v = distributed.all_reduce_mean(loss.clone(), self.env).item()  # syncs the device
         norm_v = norm.item()
         self.guard.check(step, loss_v)
-        dt = self.timer.per_step()
+        dt, forward = self.timer.read()
+        slowest = None
+        if len(set(self.hosts)) > 1:  # every rank gets every rank's time, and so decides the same
+            slowest = straggler(distributed.gather(forward, self.env), self.hosts)
+            self.leave = self.stragglers.update(slowest)
         tokens_per_s = self.exp.train.batch_tokens / dt
         mfu = model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops, self.env.world_size)
         self.state.last["train_loss"] = loss_v
         if self.log:
             self.log.write("train", step=step, tokens=step * self.exp.train.batch_tokens,
                            loss=_finite_or_none(loss_v), lr=lr, grad_norm=_finite_or_none(norm_v), step_time=dt,
-                           tokens_per_s=tokens_per_s, mfu=mfu, peak_mem_gb=_peak_memory_gb(self.device))
+                           tokens_per_s=tokens_per_s, mfu=mfu, peak_mem_gb=_peak_memory_gb(self.device),
+                           slowest_host=slowest[0] if slowest else None,
+                           slowest_ratio=round(slowest[1], 3) if slowest else None)
             mfu_s = f" | mfu {mfu:.1%}" if mfu is not None else ""
             self.print(f"step {step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | "
                        f"norm {norm_v:.3f} | {dt * 1000:.0f} ms | {tokens_per_s:,.0f} tok/s{mfu_s}")
@@ -318,6 +361,41 @@ class Trainer:
             self.checkpointer.finish()
         return stop
 
+    # ------------------------------------------------------------------ healthy nodes only
+
+    def check_nodes(self) -> str | None:
+        """In a Slurm allocation (cluster.preflight): no node this run has moved off before, and a
+        preflight of every node. A bad one ends this start before the first step ("excluded"): the
+        launcher requeues the job without it."""
+        if not (self.exp.cluster.preflight and os.environ.get("SLURM_JOB_ID")):
+            return None
+        excluded = distributed.on_main(self.run_dir.excluded_hosts, self.env)
+        if again := [h for h in dict.fromkeys(self.hosts) if h in excluded]:
+            job = os.environ["SLURM_JOB_ID"]
+            tries = distributed.on_main(lambda: self.run_dir.exclusions_of(job, "excluded earlier"), self.env)
+            if tries >= EXCLUSION_TRIES:
+                raise RuntimeError(f"Slurm has placed job {job} on {', '.join(again)}, which this run moved off, "
+                                f"{tries + 1} times: its ExcNodeList could not be set (see "
+                                f"{self.run_dir.slurm}/exclude-{job}-*.out). Set it while the job is pending: "
+                                f"scontrol update JobId={job} ExcNodeList={','.join(excluded)}")
+            return self.move_off(again, "excluded earlier", {})
+        rows = verdicts(preflight(self.env, self.train_data.files), self.exp.cluster)
+        if self.log:
+            for row in rows:
+                self.log.write("preflight", step=self.state.step, **row)
+            self.print("preflight:\n" + health_table(rows))
+        bad = {r["host"]: r["reasons"] for r in rows if r["verdict"] == "bad"}
+        return self.move_off(list(bad), "preflight", bad) if bad else None
+
+    def move_off(self, hosts: list[str], reason: str, evidence: dict) -> str:
+        """Stop this start so that the job is requeued without `hosts`, recorded (with why) in the run."""
+        self.checkpointer.finish()
+        if self.env.is_main:
+            self.run_dir.record_exclusion(job_id=os.environ.get("SLURM_JOB_ID"), step=self.state.step, hosts=hosts,
+                                          reason=reason, evidence=evidence)
+        self._stop("excluded", hosts=hosts, why=reason)
+        return "excluded"
+
     # ------------------------------------------------------------------ records
 
     def _open_log(self) -> None:
@@ -328,7 +406,7 @@ class Trainer:
         self.state.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
         device = _device_name(self.device)
         self.log.write("start", step=self.state.step, world_size=self.env.world_size, device=device,
-                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"),
+                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"), node_env=self.node_env,
                        checkpoint=str(self.resumed_from) if self.resumed_from else None,
                        spec_changes=config.describe(self.spec_changes) or None)
         what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"

@@ -22,8 +22,9 @@ set -uo pipefail
 NPROC_PER_NODE=${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
 
 # Validate the spec for this allocation, create or check the run directory, record this job in it,
-# and set RUN_DIR and NODE_COMMAND: the torchrun command every node runs (harness/cluster.py builds
-# it for harness.submit too; `python -m harness.submit EXPERIMENT.py --dry-run` shows it).
+# and set RUN_DIR and NODE_SCRIPT: what every node runs (the spec's cluster.setup lines and
+# cluster.env, then torchrun; harness/cluster.py builds it for harness.submit too, and
+# `python -m harness.submit EXPERIMENT.py --dry-run` shows it).
 setup=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
         --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
 eval "$setup"
@@ -34,19 +35,19 @@ eval "$setup"
 trap 'echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
 
 # bash runs a trap only between commands: run srun in the background and wait for it.
-srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; exec $NODE_COMMAND" &
+srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; $NODE_SCRIPT" &
 srun_pid=$!
 while :; do
   wait "$srun_pid"; status=$?
   kill -0 "$srun_pid" 2>/dev/null || break  # `wait` also returns when a trapped signal arrives
 done
 
-# The run's own log says how it ended. Stopped at a checkpoint by a signal (preemption, time limit,
-# SIGTERM): back into the queue; the next start resumes from that checkpoint.
-outcome=$(python -m harness.run_dir outcome "$RUN_DIR")
+# The run's own log says how it ended, and what the job does next (harness/cluster.py after_step):
+# stopped at a checkpoint by a signal (preemption, time limit, SIGTERM): back into the queue;
+# moved off a bad node: back into the queue without it. The next start resumes from the checkpoint.
+outcome=$(python -m harness.cluster after-step "$RUN_DIR")
 echo "training step ended: exit $status, run $outcome"
-if [ "$outcome" = preempted ]; then
-  scontrol requeue "$SLURM_JOB_ID" && echo "requeued job $SLURM_JOB_ID"
-  exit 0
-fi
-exit "$status"
+case "$outcome" in
+  preempted|excluded) exit 0 ;;
+  *) exit "$status" ;;
+esac

@@ -52,16 +52,19 @@ def play_texts() -> list[str]:
 # ----------------------------------------------------------------------------- slurm
 
 SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
+SLURM_NODES = 3
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Path:
-    """A real Slurm cluster on this machine (slurmctld + 2 slurmd nodes, munge), started by the
-    project's own script and torn down at the end. Partitions: debug (default, preemptable),
-    high (preempts debug), long. Sets SLURM_CONF for the tests and the jobs they submit."""
+    """A real Slurm cluster on this machine (slurmctld + 3 slurmd nodes, munge), started by the
+    project's own script and torn down at the end: 3 nodes, so that a 2-node job has somewhere else
+    to go. Partitions: debug (default, preemptable), high (preempts debug), long. Sets SLURM_CONF for
+    the tests and the jobs they submit."""
     if os.geteuid() != 0:
         pytest.skip("the local Slurm cluster needs root")
-    env = dict(os.environ, LOCAL_SLURM_NODES="2", LOCAL_SLURM_CPUS_PER_NODE="2", LOCAL_SLURM_CRED_EXPIRE="5")
+    env = dict(os.environ, LOCAL_SLURM_NODES=str(SLURM_NODES), LOCAL_SLURM_CPUS_PER_NODE="2",
+               LOCAL_SLURM_CRED_EXPIRE="5")
     subprocess.run(["bash", str(REPO / "scripts/local_slurm/start.sh"), str(SLURM_STATE)], env=env, check=True,
                    timeout=600)
     os.environ["SLURM_CONF"] = str(SLURM_STATE / "etc/slurm.conf")

@@ -49,8 +49,8 @@ def wait_until(what: str, cond, timeout: float = 240, logs: Path | None = None) 
 
 
 def preempt_with_high_priority_job() -> None:
-    """A job in the `high` partition needing every CPU of both nodes: Slurm preempts ours."""
-    run("sbatch", "-p", "high", "-N", "2", "--ntasks-per-node=1", "--cpus-per-task=2", "-o", "/dev/null",
+    """A job in the `high` partition needing every CPU of every node: Slurm preempts ours."""
+    run("sbatch", "-p", "high", "-N", "3", "--ntasks-per-node=1", "--cpus-per-task=2", "-o", "/dev/null",
         "--wrap", "sleep 1")
 
 

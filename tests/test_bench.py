@@ -88,3 +88,16 @@ def test_prepare_bench_pairs_harness_with_the_reference() -> None:
     out = bench("prepare", "--pairs", "1", "--workers", "2")
     positive(out, "harness_seconds", "reference_seconds", "time_ratio", "harness_peak_mb", "reference_peak_mb")
     assert out["harness_left_running"] == 0  # no process of harness.prepare outlives it
+
+
+def test_comm_bench_prints_bus_bandwidth_as_nccl_tests_does() -> None:
+    proc = harness("harness.bench", "comm", "--max-bytes", "65536", "--steps", "3", nproc=2)
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("{")]  # rank 0 only
+    out = json.loads(line)
+    assert out["world_size"] == 2 and [s["bytes"] for s in out["sizes"]] == [1024, 4096, 16384, 65536]
+    for s in out["sizes"]:  # 2 ranks: busbw = algbw x 2(n-1)/n = algbw
+        assert s["busbw_gbps"] == s["algbw_gbps"] > 0
+        assert s["algbw_gbps"] == pytest.approx(s["bytes"] / (s["us"] / 1e6) / 1e9, rel=0.05, abs=0.001)
+    assert "busbw (GB/s)" in proc.stdout
+    alone = harness("harness.bench", "comm", check=False)
+    assert alone.returncode != 0 and "run it under torchrun" in alone.stderr

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -167,12 +169,16 @@ def test_a_missing_data_dir_names_its_source_or_the_choices(tmp_path: Path) -> N
     assert "SOURCE: shakespeare, fineweb-edu-10b, openwebtext" in proc.stderr and "--files 'GLOB'" in proc.stderr
 
 
-def test_outcome_command_reads_the_run_state(spec: Experiment) -> None:
+def test_after_step_command_reads_the_run_state(spec: Experiment) -> None:
+    """sbatch/train.sh asks `harness.cluster after-step` what to do; outside a job it only answers."""
     run = RunDir(spec.run_dir)
     run.init(spec)
     out = JsonlAppender(run.metrics)
     out.write({"kind": "start", "time": 1.0})
     out.write({"kind": "stop", "time": 2.0, "reason": "preempted"})
     out.close()
-    assert harness("harness.run_dir", "outcome", spec.run_dir).stdout.strip() == "preempted"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, "-m", "harness.cluster", "after-step", spec.run_dir], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "preempted"
     assert json.loads(run.config.read_text())["name"] == "shakespeare"

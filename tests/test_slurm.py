@@ -36,7 +36,8 @@ def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) ->
     for stop, start in zip(stops, starts[1:], strict=False):
         # the restart picked up exactly where the save on the signal left off
         assert start["step"] == stop["step"] and start["checkpoint"].endswith(f"step_{stop['step']:08d}")
-    assert all(s["hosts"] == ["n1", "n2"] for s in starts), [s["hosts"] for s in starts]
+    # two ranks on two distinct nodes of the three, every time
+    assert all(len(set(s["hosts"])) == 2 and set(s["hosts"]) <= {"n1", "n2", "n3"} for s in starts), starts
 
 
 @pytest.fixture(scope="module")

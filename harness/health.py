@@ -1,0 +1,275 @@
+"""Healthy nodes only: a preflight check of every node at every start, and stragglers named in training.
+
+Preflight (every start of a job, before the first step; `cluster.preflight`): every rank measures its
+device's matmul throughput (bf16 on a GPU, fp32 on a CPU), its memory bandwidth and the read rate of
+the run's own shards; all ranks together measure all-reduce bus bandwidth at a few message sizes over
+the backend the run trains with (nccl-tests' busbw: bytes / time x 2(n-1)/n). A host is bad when one
+of its figures is below an absolute floor in the spec, or below `cluster.preflight_fraction` of the
+median of the other hosts. Each measurement is the best of a few short trials, so that a moment of
+noise does not condemn a node; a real fault (a throttled or shared device, a slow disk) is lasting.
+
+Stragglers: at each log step the ranks share the time their own forward passes took (no
+communication happens in a forward pass, so a rank that waits for others does not look slow); the
+train row names the slowest host and its ratio to the median of the others.
+
+    torchrun ... -m harness.health RUN_DIR      # the preflight alone (python -m harness.submit --preflight)
+"""
+
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from harness import distributed
+from harness.cluster import ClusterConfig
+from harness.distributed import DistEnv
+
+TRIALS = 3
+
+
+def node_name() -> str:
+    """This node's name as Slurm knows it (what ExcNodeList takes), else its hostname."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def _best_rate(work: float, run: object, device: torch.device, seconds: float = 0.15) -> float:
+    """`work` units per second: the best of TRIALS timings of `run()` repeated for ~`seconds` each."""
+    run()  # warm-up: kernels chosen, memory allocated
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = 0.0
+    for _ in range(TRIALS):
+        sync()
+        t0, n = time.perf_counter(), 0
+        while True:
+            run()
+            n += 1
+            sync()
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds:
+                break
+        best = max(best, work * n / elapsed)
+    return best
+
+
+def matmul_tflops(device: torch.device) -> float:
+    """Dense matmul throughput: bf16 4096^3 on a GPU, fp32 512^3 on a CPU."""
+    n, dtype = (4096, torch.bfloat16) if device.type == "cuda" else (512, torch.float32)
+    gen = torch.Generator(device=device).manual_seed(0)  # not the global one: training's streams stay untouched
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    return _best_rate(2 * n**3, lambda: a @ b, device) / 1e12
+
+
+def memory_gbps(device: torch.device) -> float:
+    """Device memory bandwidth: a copy of 1 GiB on a GPU, 64 MiB on a CPU (bytes read + written)."""
+    n = (2**30 if device.type == "cuda" else 2**26) // 4
+    src = torch.ones(n, device=device)
+    dst = torch.empty_like(src)
+    return _best_rate(2 * src.numel() * 4, lambda: dst.copy_(src), device) / 1e9
+
+
+def shard_read_mbps(files: list[Path], rank: int, nbytes: int = 32 * 2**20) -> float | None:
+    """How fast this node reads the run's shards: the best of a few reads of `nbytes` from one of them
+    (chosen by rank), each with the page cache for that range dropped first, so that the filesystem,
+    not memory, is measured."""
+    if not files:
+        return None
+    path = files[rank % len(files)]
+    size = path.stat().st_size
+    offset = (rank * nbytes) % max(1, size - nbytes) if size > nbytes else 0
+    length = min(nbytes, size)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        best = 0.0
+        for _ in range(TRIALS):
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+            t0, done = time.perf_counter(), 0
+            while done < length:
+                chunk = os.pread(fd, min(4 * 2**20, length - done), offset + done)
+                if not chunk:
+                    break
+                done += len(chunk)
+            best = max(best, done / (time.perf_counter() - t0) / 1e6)
+        return best
+    finally:
+        os.close(fd)
+
+
+def allreduce(env: DistEnv, sizes: tuple[int, ...], iters: int = 5) -> dict[int, dict]:
+    """Collective: each all-reduce size (bytes of float32) as nccl-tests reports it: seconds per
+    all-reduce, algbw = bytes / time and busbw = algbw x 2(n-1)/n in GB/s (busbw is comparable across
+    rank counts and to the link's own speed). Empty for a single process."""
+    if not env.distributed:
+        return {}
+    out = {}
+    for size in sizes:
+        t = torch.ones(size // 4, device=env.device)
+        dist.all_reduce(t)  # warm-up: connections and buffers set up
+        if env.device.type == "cuda":
+            torch.cuda.synchronize()
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            dist.all_reduce(t)
+        if env.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / iters
+        algbw = size / seconds / 1e9
+        out[size] = {"seconds": seconds, "algbw": algbw, "busbw": algbw * 2 * (env.world_size - 1) / env.world_size}
+    return out
+
+
+# ----------------------------------------------------------------------------- preflight
+
+
+def preflight(env: DistEnv, shard_files: list[Path]) -> list[dict]:
+    """Collective: every rank measures itself, then all measure the all-reduce together. Returns, on
+    every rank, one record per rank (host, rank and figures) in rank order."""
+    device = env.device
+    mine = {"host": node_name(), "rank": env.rank, "matmul_tflops": matmul_tflops(device),
+            "memory_gbps": memory_gbps(device), "read_mbps": shard_read_mbps(shard_files, env.rank)}
+    sizes = (2**20, 16 * 2**20, 64 * 2**20) if device.type == "cuda" else (2**18, 2**20, 4 * 2**20)
+    measured = allreduce(env, sizes)
+    records = distributed.gather(mine, env)
+    for r in records:
+        r["busbw_gbps"] = {str(size): m["busbw"] for size, m in measured.items()}
+    return records
+
+
+FIGURES = {  # figure -> (ClusterConfig floor field, what it is)
+    "matmul_tflops": ("preflight_min_tflops", "matmul TFLOP/s"),
+    "memory_gbps": ("preflight_min_memory_gbps", "memory GB/s"),
+    "read_mbps": ("preflight_min_read_mbps", "shard read MB/s"),
+}
+
+
+def verdicts(records: list[dict], cfg: ClusterConfig) -> list[dict]:
+    """One row per host: its worst rank's figures, and whether the host is bad and why. The all-reduce
+    figure belongs to the whole allocation: below its floor it is reported on every host, but
+    excludes none (no single host can be blamed for it)."""
+    hosts: dict[str, list[dict]] = {}
+    for r in records:
+        hosts.setdefault(r["host"], []).append(r)
+    rows = []
+    for host, rs in hosts.items():
+        row = {"host": host, "ranks": [r["rank"] for r in rs]}
+        for key in FIGURES:
+            values = [r[key] for r in rs if r[key] is not None]
+            row[key] = round(min(values), 3) if values else None
+        row["busbw_gbps"] = {k: round(v, 3) for k, v in rs[0]["busbw_gbps"].items()}
+        rows.append(row)
+    for row in rows:
+        reasons = []
+        for key, (floor_field, what) in FIGURES.items():
+            value, floor = row[key], getattr(cfg, floor_field)
+            if value is None:
+                continue
+            if floor and value < floor:
+                reasons.append(f"{what} {value:.3g} < floor {floor:g}")
+            others = [r[key] for r in rows if r is not row and r[key] is not None]
+            if others and value < cfg.preflight_fraction * statistics.median(others):
+                reasons.append(f"{what} {value:.3g} < {cfg.preflight_fraction:g} x the other hosts' median "
+                               f"{statistics.median(others):.3g}")
+        low = [f"{int(size) / 2**20:g} MiB {bw:.3g} GB/s" for size, bw in row["busbw_gbps"].items()
+               if cfg.preflight_min_busbw_gbps and bw < cfg.preflight_min_busbw_gbps]
+        row["warnings"] = [f"all-reduce busbw below {cfg.preflight_min_busbw_gbps:g} GB/s: {', '.join(low)}"] \
+            if low else []
+        row["verdict"] = "bad" if reasons else "ok"
+        row["reasons"] = reasons
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The preflight as the job log shows it: one line per host."""
+    sizes = list(rows[0]["busbw_gbps"]) if rows else []
+    head = ["host", "ranks", "matmul TFLOP/s", "memory GB/s", "read MB/s",
+            *[f"busbw {int(s) / 2**20:g}MiB" for s in sizes], "verdict"]
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:,.3g}" if v < 100 else f"{v:,.0f}"
+
+    cells = [head] + [[r["host"], ",".join(map(str, r["ranks"])), num(r["matmul_tflops"]), num(r["memory_gbps"]),
+                       num(r["read_mbps"]), *[num(r["busbw_gbps"][s]) for s in sizes],
+                       r["verdict"] + ("" if not r["reasons"] else ": " + "; ".join(r["reasons"]))] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines += [f"warning: {r['host']}: {w}" for r in rows for w in r["warnings"]]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- stragglers
+
+
+def straggler(times: list[float], hosts: list[str]) -> tuple[str, float] | None:
+    """The slowest host (by its slowest rank's compute time) and its ratio to the median of the
+    other hosts'; None with a single host."""
+    per_host: dict[str, float] = {}
+    for t, host in zip(times, hosts, strict=True):
+        per_host[host] = max(per_host.get(host, 0.0), t)
+    if len(per_host) < 2:
+        return None
+    slowest = max(per_host, key=per_host.get)
+    others = statistics.median(v for h, v in per_host.items() if h != slowest)
+    return slowest, per_host[slowest] / others if others > 0 else float("inf")
+
+
+class StragglerWatch:
+    """Counts consecutive log steps on which the same host stays slower than `ratio` x the others."""
+
+    def __init__(self, ratio: float, steps: int):
+        self.ratio, self.steps = ratio, steps
+        self.host: str | None = None
+        self.ratios: list[float] = []  # the host's ratios on those log steps
+
+    def update(self, slowest: tuple[str, float] | None) -> str | None:
+        """The host to move off, once it has been too slow for `steps` log steps in a row."""
+        if not self.ratio or slowest is None or slowest[1] <= self.ratio:
+            self.host, self.ratios = None, []
+            return None
+        host, ratio = slowest
+        self.ratios = [*self.ratios, ratio] if host == self.host else [ratio]
+        self.host = host
+        return host if len(self.ratios) >= self.steps else None
+
+    @property
+    def evidence(self) -> dict:
+        return {"host": self.host, "ratios": [round(r, 3) for r in self.ratios], "threshold": self.ratio}
+
+
+# ----------------------------------------------------------------------------- standalone
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The preflight alone, on the allocation this runs in: rows in RUN_DIR's metrics, a table."""
+    from harness.data import DataError, load_manifest
+    from harness.metrics import MetricsLog
+    from harness.run_dir import RunDir
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit("usage: torchrun ... -m harness.health RUN_DIR")
+    run = RunDir(argv[0])
+    spec = run.read_spec()
+    env = distributed.setup(spec.train.device, spec.train.backend, spec.train.collective_timeout_min)
+    try:
+        manifest = load_manifest(spec.data.dir)
+        files = [Path(spec.data.dir) / e["file"] for e in manifest["splits"]["train"]["shards"]]
+    except DataError:
+        files = []  # nothing to read: the read check is skipped
+    rows = verdicts(preflight(env, files), spec.cluster)
+    if env.is_main:
+        log = MetricsLog(run, restart=0)
+        for row in rows:
+            log.write("preflight", step=0, job_id=os.environ.get("SLURM_JOB_ID"), **row)
+        log.close()
+        print(table(rows), flush=True)
+    distributed.teardown(env)
+
+
+if __name__ == "__main__":
+    main()
