@@ -4,8 +4,9 @@
     python -m analysis.plots log/ --runs 'shakespeare-lr*' --x step --out log/plots/sweep
     python -m analysis.plots log/fineweb_10b --x hours --svg   # training hours, queue time excluded
 
-Writes loss.png, throughput.png, lr.png, hellaswag.png (when some run evaluated it), summary.md and
-summary.csv; safe to re-run at any time, also while runs are still writing.
+Writes loss.png, throughput.png, lr.png, hellaswag.png (when some run evaluated it), ledger.png (where
+the device-hours went), summary.md and summary.csv; safe to re-run at any time, also while runs are
+still writing.
 """
 
 import argparse
@@ -213,11 +214,42 @@ def plot_hellaswag(runs: list[Run], x: str) -> Figure | None:
     return fig
 
 
+LEDGER_COLORS = {"productive": "tab:green", "startup": "tab:blue", "eval": "tab:cyan", "checkpoint": "tab:purple",
+                 "lost": "tab:red", "shutdown": "tab:gray", "other": "lightgray"}
+
+
+def plot_ledger(runs: list[Run], x: str) -> Figure | None:
+    """Where each run's device-hours went, one horizontal bar per run (readable for a sweep of 20),
+    with its goodput (productive / allocated) at the end of the bar and its queue hours beside it."""
+    runs = [r for r in runs if r.ledger.allocated_device_hours > 0]
+    if not runs:
+        return None
+    fig = Figure(figsize=(FIGSIZE[0], 1.6 + 0.35 * len(runs)), layout="constrained")
+    ax = fig.subplots()
+    ax.grid(True, axis="x", alpha=0.3)
+    y = np.arange(len(runs))[::-1]
+    left = np.zeros(len(runs))
+    for category, color in LEDGER_COLORS.items():
+        hours = np.array([max(0.0, r.ledger.device_hours[category]) for r in runs])
+        ax.barh(y, hours, left=left, color=color, label=category, height=0.7)
+        left += hours
+    for yi, r, end in zip(y, runs, left, strict=True):
+        queue = f", queued {r.ledger.queue_hours:.2g} h" if r.ledger.queue_hours else ""
+        ax.text(end, yi, f" {r.ledger.goodput:.0%}{queue}", va="center", fontsize=8)
+    ax.set_yticks(y, [r.label for r in runs], fontsize=8)
+    ax.set_xlabel("device-hours (allocated; queue time not included)")
+    ax.set_xlim(right=left.max() * 1.25)
+    ax.set_title("Where the device-hours went (goodput = productive / allocated)")
+    ax.legend(ncols=4, fontsize=8, loc="lower right")
+    return fig
+
+
 FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
     "loss": plot_loss,
     "throughput": plot_throughput,
     "lr": plot_lr,
     "hellaswag": plot_hellaswag,
+    "ledger": plot_ledger,
 }
 
 

@@ -7,6 +7,7 @@
 """
 
 import fnmatch
+import functools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ import pandas as pd
 
 from harness.config import Experiment
 from harness.data import DataError, load_manifest
-from harness.run_dir import RunDir, find_runs
+from harness.ledger import Ledger, ledger
+from harness.run_dir import RunDir, find_runs, read_jsonl
 from harness.run_dir import run_state as log_state
 
 
@@ -32,6 +34,12 @@ class Run:
         if self.raw.empty:
             return self.raw
         return self.raw[self.raw["kind"] == kind].dropna(axis=1, how="all").reset_index(drop=True)
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        """Where the run's device-hours went (harness.ledger), from its records."""
+        run = RunDir(self.dir)
+        return ledger(run.metrics_rows(), read_jsonl(run.jobs))
 
     def curve(self, kind: str) -> pd.DataFrame:
         """One row per step of `kind` (train, val, hellaswag), sorted by step.
@@ -104,7 +112,7 @@ def run_state(raw: pd.DataFrame, now: float | None = None) -> str:
 
 
 SUMMARY_COLUMNS = ["run", "state", "steps", "tokens", "final_val_loss", "best_val_loss", "best_hellaswag_acc_norm",
-                   "median_tokens_per_s", "median_mfu", "wall_hours", "device_hours", "restarts", "run_dir"]
+                   "median_tokens_per_s", "median_mfu", "wall_hours", "device_hours", "goodput", "restarts", "run_dir"]
 
 
 def summarize(run: Run) -> dict:
@@ -124,10 +132,11 @@ def summarize(run: Run) -> dict:
         "final_val_loss": float(val["loss"].iloc[-1]) if not val.empty else None,
         "best_val_loss": float(val["loss"].min()) if not val.empty else None,
         "best_hellaswag_acc_norm": float(hs["acc_norm"].max()) if not hs.empty else None,
-        "median_tokens_per_s": float(statistics.median(train["tokens_per_s"])) if not train.empty else None,
+        "median_tokens_per_s": float(train["tokens_per_s"].median()) if not train.empty else None,
         "median_mfu": float(statistics.median(mfu)) if mfu else None,
         "wall_hours": float(spans.sum() / 3600),
         "device_hours": float((spans * world.reindex(spans.index).fillna(1)).sum() / 3600),
+        "goodput": run.ledger.goodput,
         "restarts": max(0, len(starts) - 1),
         "run_dir": str(run.dir),
     }

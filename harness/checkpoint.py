@@ -12,6 +12,7 @@ whose files differ from it, is never loaded.
 """
 
 import json
+import math
 import os
 import random
 import shutil
@@ -22,7 +23,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -38,7 +39,13 @@ T = TypeVar("T")
 class CheckpointConfig:
     """When checkpoints are written and how many are kept."""
 
-    every: int = 1000  # save every N steps (also at the end and when preempted; 0: only then)
+    # Save every N steps (also at the end, when preempted, and when moving off a node; 0: only then), or
+    # "auto": every sqrt(2 C M) seconds (Young), C the measured blocking cost of a save, M the run's mean
+    # time between interruptions; recomputed at every start.
+    every: int | Literal["auto"] = 1000
+    every_min: float = 0.0  # also save when this many minutes of the run passed since the last save (0: off)
+    mtbi_prior_h: float = 24.0  # "auto": mean time between interruptions assumed until the run has seen some
+    cost_prior_s: float = 10.0  # "auto": a save's blocking cost (seconds) assumed until one was measured
     keep: int = 2  # keep the newest K; at least 2, since the newest may be unusable if a node dies mid-save
     permanent_every: int = 0  # also keep every checkpoint whose step is a multiple of N forever (0: none)
     async_save: bool = False  # copy state to CPU, write it in the background; training waits only for the copy
@@ -46,7 +53,10 @@ class CheckpointConfig:
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field."""
         return [msg for bad, msg in [
-            (self.every < 0, f"every: must be >= 0, got {self.every}"),
+            (self.every != "auto" and self.every < 0, f"every: must be >= 0 or 'auto', got {self.every}"),
+            (self.every_min < 0, f"every_min: must be >= 0, got {self.every_min}"),
+            (self.mtbi_prior_h <= 0, f"mtbi_prior_h: must be positive, got {self.mtbi_prior_h}"),
+            (self.cost_prior_s <= 0, f"cost_prior_s: must be positive, got {self.cost_prior_s}"),
             (self.keep < 2, f"keep: must be >= 2 (the newest may be unusable), got {self.keep}"),
             (self.permanent_every < 0, f"permanent_every: must be >= 0, got {self.permanent_every}"),
         ] if bad]
@@ -108,7 +118,8 @@ class Checkpointer:
         return step_dir(self.root, step)
 
     def due(self, step: int) -> bool:
-        return self.cfg.every > 0 and step % self.cfg.every == 0
+        """A save by step count (the time-based ones are decided by `interval`)."""
+        return self.cfg.every != "auto" and self.cfg.every > 0 and step % self.cfg.every == 0
 
     def save(self, step: int, model_state: dict | None, optim_state: dict | None, rank_state: dict,
              meta: dict) -> None:
@@ -215,6 +226,40 @@ def _stage(obj: object, buffers: dict, copies: dict, path: str = "") -> object:
     if isinstance(obj, list | tuple):
         return type(obj)(_stage(v, buffers, copies, f"{path}/{i}") for i, v in enumerate(obj))
     return obj
+
+
+# ----------------------------------------------------------------------------- how often, by time
+
+
+def young_interval(cost_s: float, mtbi_s: float) -> float:
+    """The checkpoint interval that loses the least expected time when saving costs `cost_s` seconds
+    and interruptions come `mtbi_s` seconds apart on average: sqrt(2 C M) (Young 1974; Daly 2006
+    refines it by -C, which matters only when C is not small against M)."""
+    return math.sqrt(2 * cost_s * mtbi_s)
+
+
+def plan(cfg: CheckpointConfig, rows: list[dict], jobs: list[dict]) -> dict | None:
+    """The time-based save interval for this start, with its inputs (logged in the start row), or
+    None when saves go by step count alone. For "auto": C is the median blocking time of the run's
+    saves so far (the prior before any); M is the run's allocated time over its interruptions, with
+    the prior counted as one more interruption's worth of time (so that a run that has seen none
+    keeps the prior, and one that has seen many follows them)."""
+    from harness.ledger import starts
+
+    out: dict = {}
+    if cfg.every == "auto":
+        costs = sorted(r["seconds"] for r in rows if r["kind"] == "checkpoint" and r.get("seconds") is not None)
+        cost = costs[len(costs) // 2] if costs else cfg.cost_prior_s
+        observed = sum(s.wall for s in starts(rows, jobs))
+        ended = {r["restart"]: r["reason"] for r in rows if r["kind"] == "stop"}  # each start's last stop
+        interruptions = sum(ended.get(r["restart"]) != "finished" for r in rows if r["kind"] == "start")
+        mtbi = (observed + cfg.mtbi_prior_h * 3600) / (interruptions + 1)
+        out = {"every": "auto", "cost_s": round(cost, 3), "cost_measured": bool(costs), "mtbi_s": round(mtbi),
+               "interruptions": interruptions, "observed_s": round(observed), "interval_s": young_interval(cost, mtbi)}
+    if cfg.every_min:
+        out["interval_s"] = min(out.get("interval_s", math.inf), cfg.every_min * 60)
+        out["every_min"] = cfg.every_min
+    return out or None
 
 
 # ----------------------------------------------------------------------------- loading

@@ -7,13 +7,17 @@ trainer and the spec can import it anywhere.
                                                    # (what it does goes to stderr, the job log)
 """
 
+import contextlib
 import os
 import shlex
 import subprocess
 import sys
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from harness.run_dir import RunDir
 
@@ -35,6 +39,7 @@ class ClusterConfig:
     exclusive: bool = False  # ask for whole nodes
     sbatch_extra: list[str] = field(default_factory=list)  # more sbatch options as key=value, e.g. reservation=x
     signal_lead_s: int = 120  # the preemption/time-limit signal comes this long before the kill: a step plus a save
+    requeue: bool = True  # Slurm may put the job back in the queue (preemption, node failure), and so may the job
     max_timeouts: int = 100  # requeues after hitting the time limit before giving up (preemptions are free)
     setup: list[str] = field(default_factory=list)  # shell lines each node runs before torchrun ("module load x")
     env: list[str] = field(default_factory=list)  # NAME=value set on each node, e.g. NCCL_IB_DISABLE=1
@@ -136,6 +141,26 @@ def job_fields(job_id: str) -> dict[str, str]:
     return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
 
 
+def slurm_time(value: str) -> float | None:
+    """A time as scontrol prints it (2026-11-27T13:49:54, the controller's local time) -> epoch seconds."""
+    try:
+        return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:  # "Unknown", "None"
+        return None
+
+
+def allocation_started() -> float:
+    """When this process's allocation began: Slurm's StartTime for the job it runs in (a requeued
+    job's latest start), else when this process started."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            started = slurm_time(job_fields(job_id).get("StartTime", ""))
+            if started:
+                return started
+    return psutil.Process().create_time()
+
+
 def hostnames(nodelist: str) -> list[str]:
     """`n[1-3]` -> ["n1", "n2", "n3"] (Slurm's own expansion)."""
     if not nodelist or nodelist == "(null)":
@@ -191,6 +216,8 @@ def after_step(run: RunDir, job_id: str | None) -> str:
     and nothing changes), or if they moved off bad nodes (then without those nodes). Returns the
     run's state."""
     outcome = run.state()
+    if job_id:  # the allocation's end, as near as the job itself can tell: for the run's goodput ledger
+        run.record_job(event="step_end", job_id=job_id, outcome=outcome)
     if job_id and outcome == "preempted":
         print(f"[harness] run stopped at a checkpoint: requeueing job {job_id}", file=sys.stderr, flush=True)
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)

@@ -4,9 +4,11 @@ Preflight (every start of a job, before the first step; `cluster.preflight`): ev
 device's matmul throughput (bf16 on a GPU, fp32 on a CPU), its memory bandwidth and the read rate of
 the run's own shards; all ranks together measure all-reduce bus bandwidth at a few message sizes over
 the backend the run trains with (nccl-tests' busbw: bytes / time x 2(n-1)/n). A host is bad when one
-of its figures is below an absolute floor in the spec, or below `cluster.preflight_fraction` of the
-median of the other hosts. Each measurement is the best of a few short trials, so that a moment of
-noise does not condemn a node; a real fault (a throttled or shared device, a slow disk) is lasting.
+of its figures is below an absolute floor in the spec, or when its matmul or memory figure is below
+`cluster.preflight_fraction` of the median of the other hosts'. Read rates from a shared filesystem
+swing with other tenants' I/O from one second to the next, so they are judged by their floor only (a
+broken mount is what it catches). Each measurement is the best of a few short trials, so that a
+moment of noise does not condemn a node; a real fault (a throttled or shared device) is lasting.
 
 Stragglers: at each log step the ranks share the time their own forward passes took (no
 communication happens in a forward pass, so a rank that waits for others does not look slow); the
@@ -141,10 +143,10 @@ def preflight(env: DistEnv, shard_files: list[Path]) -> list[dict]:
     return records
 
 
-FIGURES = {  # figure -> (ClusterConfig floor field, what it is)
-    "matmul_tflops": ("preflight_min_tflops", "matmul TFLOP/s"),
-    "memory_gbps": ("preflight_min_memory_gbps", "memory GB/s"),
-    "read_mbps": ("preflight_min_read_mbps", "shard read MB/s"),
+FIGURES = {  # figure -> (ClusterConfig floor field, what it is, judged against the other hosts too)
+    "matmul_tflops": ("preflight_min_tflops", "matmul TFLOP/s", True),
+    "memory_gbps": ("preflight_min_memory_gbps", "memory GB/s", True),
+    "read_mbps": ("preflight_min_read_mbps", "shard read MB/s", False),
 }
 
 
@@ -165,14 +167,14 @@ def verdicts(records: list[dict], cfg: ClusterConfig) -> list[dict]:
         rows.append(row)
     for row in rows:
         reasons = []
-        for key, (floor_field, what) in FIGURES.items():
+        for key, (floor_field, what, relative) in FIGURES.items():
             value, floor = row[key], getattr(cfg, floor_field)
             if value is None:
                 continue
             if floor and value < floor:
                 reasons.append(f"{what} {value:.3g} < floor {floor:g}")
             others = [r[key] for r in rows if r is not row and r[key] is not None]
-            if others and value < cfg.preflight_fraction * statistics.median(others):
+            if relative and others and value < cfg.preflight_fraction * statistics.median(others):
                 reasons.append(f"{what} {value:.3g} < {cfg.preflight_fraction:g} x the other hosts' median "
                                f"{statistics.median(others):.3g}")
         low = [f"{int(size) / 2**20:g} MiB {bw:.3g} GB/s" for size, bw in row["busbw_gbps"].items()

@@ -227,8 +227,8 @@ class RunDir:
         append_jsonl(self.jobs, {"time": round(time.time(), 3), **fields})
 
     def last_job(self) -> dict | None:
-        """The newest job recorded (by harness.submit or sbatch/train.sh)."""
-        jobs = read_jsonl(self.jobs)
+        """The newest job recorded by harness.submit or sbatch/train.sh (not the ends of its steps)."""
+        jobs = [j for j in read_jsonl(self.jobs) if j.get("event") != "step_end"]
         return jobs[-1] if jobs else None
 
     def record_error(self, **fields: object) -> None:

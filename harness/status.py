@@ -15,10 +15,12 @@ import statistics
 import subprocess
 import time
 
-from harness.run_dir import RunDir, find_runs
+from harness.ledger import ledger
+from harness.run_dir import RunDir, find_runs, read_jsonl
+from harness.triage import classify
 
 COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "hellaswag", "tok/s", "eta",
-           "restarts", "checkpoint", "nodes", "log"]
+           "restarts", "goodput", "checkpoint", "nodes", "log"]
 STRAGGLER_ROWS = 5  # a straggler is sustained when it is the slowest host in this many train rows in a row
 STRAGGLER_SHOWN = 1.5  # ... by at least this ratio (or the run's cluster.straggler_ratio, if set)
 
@@ -85,11 +87,12 @@ def run_status(run: RunDir) -> dict:
     error = None
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
+    failed = classify(run, queue)
 
     train = [r for r in rows if r["kind"] == "train" and r["restart"] == last.get("start", {}).get("restart")]
     straggler = sustained_straggler(train, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
-    recent = [r for r in rows if r["kind"] == "train"][-20:]
-    tok_s = statistics.median(r["tokens_per_s"] for r in recent) if recent else None
+    recent = [r["tokens_per_s"] for r in rows if r["kind"] == "train" and r.get("tokens_per_s")][-20:]
+    tok_s = statistics.median(recent) if recent else None
     eta = None
     if tok_s and step < total and not state.startswith(("FINISHED", "FAILED")):
         eta = (total - step) * spec["train"]["batch_tokens"] / tok_s
@@ -108,10 +111,12 @@ def run_status(run: RunDir) -> dict:
         "eta_s": eta,
         "restarts": max(0, sum(r["kind"] == "start" for r in rows) - 1),
         "checkpoint": run.newest_checkpoint_step(),
+        "goodput": ledger(rows, read_jsonl(run.jobs)).goodput,
         "excluded": run.excluded_hosts(),
         "straggler": straggler,
         "log": job.get("log"),
         "error": error,
+        "failure": failed.to_dict() if failed else None,
     }
 
 
@@ -123,7 +128,7 @@ def _fmt(s: dict) -> list[str]:
         if s["eta_s"] < 86400 else f"{s['eta_s'] / 86400:.1f}d"
     return [s["name"], str(s["job"] or "-"), s["state"], s["layout"], f"{s['step']}/{s['total_steps']}",
             num(s["train_loss"], ".4f"), num(s["val_loss"], ".4f"), num(s["hellaswag"], ".4f"),
-            num(s["tokens_per_s"], ",.0f"), eta, str(s["restarts"]),
+            num(s["tokens_per_s"], ",.0f"), eta, str(s["restarts"]), num(s["goodput"], ".0%"),
             str(s["checkpoint"] if s["checkpoint"] is not None else "-"), nodes(s), s["log"] or s["run_dir"]]
 
 
@@ -139,7 +144,9 @@ def table(statuses: list[dict]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     for s in statuses:
-        if s["error"]:
+        if f := s["failure"]:
+            lines.append(f"{s['name']}: {f['what']} ({f['evidence'][:160]}); next: {f['next']}")
+        elif s["error"]:
             lines.append(f"{s['name']}: {s['error']}")
     return "\n".join(lines)
 

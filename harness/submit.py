@@ -11,6 +11,7 @@ submitit then requeues the job, and the next start resumes from that checkpoint.
 """
 
 import argparse
+import glob
 import os
 import shlex
 import shutil
@@ -25,9 +26,18 @@ import simple_parsing
 
 from harness import config
 from harness.checkpoint import is_huggingface_dir
-from harness.cluster import ClusterConfig, after_step, head_node, node_script, rendezvous_port, torchrun_command
+from harness.cluster import (
+    ClusterConfig,
+    after_step,
+    head_node,
+    job_fields,
+    node_script,
+    rendezvous_port,
+    slurm_time,
+    torchrun_command,
+)
 from harness.config import Experiment, SpecError
-from harness.run_dir import RunDir
+from harness.run_dir import RunDir, find_runs
 from harness.status import queue_state, queued_job
 
 PROG = "python -m harness.submit"
@@ -88,6 +98,8 @@ class TorchrunJob:
         if self._proc is not None and not self._done.wait(timeout=max(10, self.cluster.signal_lead_s - 15)):
             print("[harness] workers did not finish saving in time; the last periodic checkpoint will be used",
                   flush=True)
+        if self.run_dir:  # submitit requeues the job and exits; this allocation ends here (the goodput ledger)
+            RunDir(Path(self.cwd) / self.run_dir).record_job(event="step_end", job_id=os.environ.get("SLURM_JOB_ID"))
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -126,8 +138,8 @@ def slurm_parameters(spec: Experiment) -> dict:
         signal_delay_s=c.signal_lead_s,
         # One failed node task ends the step at once instead of leaving the others in a collective.
         srun_args=["--kill-on-bad-exit=1"],
-        additional_parameters={"requeue": True, **dict(kv.split("=", 1) if "=" in kv else (kv, True)
-                                                          for kv in c.sbatch_extra)},
+        additional_parameters={"requeue" if c.requeue else "no-requeue": True,
+                               **dict(kv.split("=", 1) if "=" in kv else (kv, True) for kv in c.sbatch_extra)},
         stderr_to_stdout=True,
     )
     optional = dict(gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_task,
@@ -221,9 +233,10 @@ def init_from_batch_script(specs: list[Experiment]) -> None:
     spec, run = specs[0], RunDir(specs[0].run_dir)
     run.init(spec, allow="compatible")
     job_id = os.environ["SLURM_JOB_ID"]
-    info = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
-    log = next((f.split("=", 1)[1] for f in info.split() if f.startswith("StdOut=")), None)
-    run.record_job(job_id=job_id, via="sbatch", log=log, nodes=spec.cluster.nodes,
+    job = job_fields(job_id)
+    # Every start of the job comes through here (a requeue reruns the script); the submission is Slurm's.
+    run.record_job(job_id=job_id, via="sbatch", event="start", submitted_at=slurm_time(job.get("SubmitTime", "")),
+                   log=job.get("StdOut"), nodes=spec.cluster.nodes,
                    gpus_per_node=int(os.environ.get("SLURM_GPUS_ON_NODE", 0)))
     # squeue then shows the experiment's name, as for harness.submit
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
@@ -291,6 +304,41 @@ def submit_preflight(spec: Experiment) -> list[dict]:
     return rows
 
 
+def resubmit_failed(targets: list[str]) -> list[str]:
+    """`--resume --failed`: of the runs in `targets` (run directories, folders of them, sweep files,
+    globs), resubmit those whose failure a resubmission can cure (node failure, exhausted time
+    limits, preempted but not requeued, a dead rank); name the others with what they need. A run
+    already queued or running, or finished, is left alone and named."""
+    from harness.triage import classify
+
+    runs: dict[Path, RunDir] = {}
+    for target in targets:
+        paths = sorted(glob.glob(target)) or [target]
+        for path in paths:
+            if path.endswith(".py"):
+                found = [RunDir(config.resolve(s).run_dir) for s in config.load_experiment_file(path)]
+            else:
+                found = find_runs([path])
+            runs |= {r.path.resolve(): r for r in found}
+    if not runs:
+        raise SpecError(f"no run directories in {' '.join(targets)}")
+    submitted = []
+    for run in runs.values():
+        name = run.path
+        if job := queued_job(run):
+            print(f"{name}: job {job} is already queued or running: skipped")
+            continue
+        failed = classify(run, None)
+        if failed is None:
+            print(f"{name}: {run.state()}: nothing to do")
+        elif not failed.curable:
+            print(f"{name}: {failed.what}: not resubmitted; {failed.next_step}\n    ({failed.evidence[:200]})")
+        else:
+            print(f"{name}: {failed.what}: resubmitting")
+            submitted += submit([run.read_spec()], allow_changes=True)
+    return submitted
+
+
 def parser() -> argparse.ArgumentParser:
     p = config.spec_parser(PROG, __doc__)
     own = p.add_argument_group("harness.submit")
@@ -299,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
     own.add_argument("--local", action="store_true", help="run the same job on this machine without Slurm (one node)")
     own.add_argument("--resume", action="store_true",
                      help="resubmit the run in RUN_DIR (changes that keep its checkpoints valid are allowed)")
+    own.add_argument("--failed", action="store_true",
+                     help="with --resume: resubmit the runs under the given directories, sweep files or globs whose "
+                          "failure a resubmission cures; list the others with the change they need")
     own.add_argument("--allow-changes", action="store_true",
                      help="resubmit an existing run dir whose spec differs in fields that keep checkpoints valid")
     own.add_argument("--eval", choices=["hellaswag", "val-loss"], metavar="hellaswag|val-loss",
@@ -327,6 +378,11 @@ def main(argv: list[str] | None = None) -> None:
             if len(specs) > 1:
                 raise SpecError("--preflight checks the nodes for one spec; pick one with --sweep-index N")
             return submit_preflight(specs[0])
+        if args.failed:
+            if not args.resume:
+                raise SpecError("--failed goes with --resume: python -m harness.submit log/ --resume --failed")
+            check_cluster([])
+            return resubmit_failed([t for t in [args.target, *rest] if t])
         if args.resume and not (args.target and Path(args.target).is_dir()):
             raise SpecError(f"--resume takes a run directory: {PROG} RUN_DIR --resume")
         specs, args = config.parse_command(argv, PROG, front, multiple=True)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import resource
-import socket
 import sys
 import time
 import traceback
@@ -28,7 +27,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import config, distributed
 from harness.auto_batch import choose_micro_batch
-from harness.checkpoint import Checkpointer, CheckpointLayoutError, load_latest, rng_state, set_rng_state
+from harness.checkpoint import Checkpointer, CheckpointLayoutError, load_latest, plan, rng_state, set_rng_state
+from harness.cluster import allocation_started
 from harness.config import Experiment, SpecError
 from harness.data import DataError, ShardedTokenReader, load_manifest
 from harness.eval.hellaswag import HellaSwagDataError, cached_examples, evaluate_hellaswag
@@ -36,12 +36,13 @@ from harness.eval.val_loss import val_loss
 from harness.generate import sample
 from harness.health import StragglerWatch, node_name, preflight, straggler, verdicts
 from harness.health import table as health_table
+from harness.ledger import ledger
 from harness.metrics import MetricsLog, start_wandb
 from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.nonfinite import NonFiniteError, NonFiniteGuard, refuse_to_replay
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
-from harness.run_dir import RunDir
+from harness.run_dir import RunDir, read_jsonl
 
 EXCLUSION_TRIES = 3  # starts on a node the run had moved off, before the job gives up on Slurm excluding it
 
@@ -72,17 +73,26 @@ class TrainState:
 
 
 class StepTimer:
-    """Seconds per training step since the last reading, evaluation and checkpoint time excluded; and
-    this rank's own forward-pass seconds per step, which no other rank can slow down (a forward pass
-    does not communicate), for naming stragglers. On a GPU the forward passes are timed by CUDA
-    events, read at the next host sync; steps that do not log never wait for them."""
+    """The wall seconds of the training steps since the last reading (paused for evaluations and
+    checkpoints, which have their own), and this rank's own forward-pass seconds, which no other rank
+    can slow down (a forward pass does not communicate), for naming stragglers. On a GPU the forward
+    passes are timed by CUDA events, read at the next host sync; steps that do not log never wait."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.reset()
 
     def reset(self) -> None:
-        self.start, self.steps, self.forward, self.events = time.time(), 0, 0.0, []
+        self.start, self.seconds, self.running = time.time(), 0.0, True
+        self.steps, self.forward, self.events = 0, 0.0, []
+
+    def pause(self) -> None:
+        if self.running:
+            self.seconds += time.time() - self.start
+            self.running = False
+
+    def resume(self) -> None:
+        self.start, self.running = time.time(), True
 
     @contextlib.contextmanager
     def forward_pass(self) -> Iterator[None]:
@@ -100,11 +110,10 @@ class StepTimer:
     def tick(self) -> None:
         self.steps += 1
 
-    def read(self) -> tuple[float, float]:
-        """(seconds per step, forward seconds per step) since the last reading; after a device sync."""
-        steps = max(1, self.steps)
-        forward = self.forward + sum(a.elapsed_time(b) for a, b in self.events) / 1e3
-        out = ((time.time() - self.start) / steps, forward / steps)
+    def read(self) -> tuple[float, int, float]:
+        """(wall seconds, steps, forward seconds) since the last reading; after a device sync."""
+        self.pause()
+        out = (self.seconds, self.steps, self.forward + sum(a.elapsed_time(b) for a, b in self.events) / 1e3)
         self.reset()
         return out
 
@@ -151,9 +160,12 @@ class Trainer:
         self.log: MetricsLog | None = None
 
         self.state = TrainState()
-        # Rank 0 reads the earlier starts' rows once, for every rank: the restart number, and how the
-        # last start ended.
+        # Rank 0 reads the earlier starts' records once, for every rank: the restart number, how the
+        # last start ended, and how often to save by time.
         self.restart, last_stop = distributed.on_main(self.run_dir.history, env)
+        self.save_plan = distributed.on_main(
+            lambda: plan(exp.checkpoint, self.run_dir.metrics_rows(), read_jsonl(self.run_dir.jobs)), env)
+        self.last_save = time.time()
         self.resumed_from = self.restore()
         if self.resumed_from:
             refuse_to_replay(last_stop, config.spec_hash(exp), self.run_dir, self.resumed_from)
@@ -222,6 +234,7 @@ class Trainer:
     def save(self) -> None:
         """state -> checkpoint; every rank calls it together."""
         self.guard.check(self.state.step)  # never let a NaN checkpoint replace a good one
+        self.timer.pause()
         t0 = time.time()
         if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
             self.optimizer.consolidate_state_dict(to=0)
@@ -234,7 +247,8 @@ class Trainer:
             self.log.write("checkpoint", step=step, seconds=round(time.time() - t0, 3),
                            path=str(self.checkpointer.path(step)), background=self.exp.checkpoint.async_save)
             self.log.sync()
-        self.timer.reset()
+        self.last_save = time.time()
+        self.timer.resume()
 
     # ------------------------------------------------------------------ the loop
 
@@ -249,10 +263,14 @@ class Trainer:
         if self.state.step == 0:
             self.evaluate()
         self.timer.reset()
+        first = True
         while self.state.step < total:
             loss, norm, lr = self.train_step()
             self.state.step += 1
             self.timer.tick()
+            if first:  # the first step of a start (mostly compilation, warm-up) ends the start-up
+                self.ready()
+                first = False
             step, done = self.state.step, self.state.step == total
             if step % exp.log.every == 0 or done:
                 self.log_step(loss, norm, lr)
@@ -265,12 +283,14 @@ class Trainer:
                 if not self.checkpointer.due(step):
                     self.save()
                 return self.move_off([self.leave], "straggler", self.stragglers.evidence)
-            if not done and step % exp.train.stop_check_every == 0 and self.agree_on_stop():
-                if not self.checkpointer.due(step):  # else this step was saved just above
+            if not done and step % exp.train.stop_check_every == 0:
+                stop, save_due = self.agree()
+                if (stop or save_due) and not self.checkpointer.due(step):  # else it was saved just above
                     self.save()
-                self.checkpointer.finish()
-                self._stop("preempted", signal=self.stop.signal)
-                return "preempted"
+                if stop:
+                    self.checkpointer.finish()
+                    self._stop("preempted", signal=self.stop.signal)
+                    return "preempted"
         self.checkpointer.finish()
         self.write_summary()
         self._stop("finished")
@@ -304,62 +324,77 @@ class Trainer:
         loss_v = distributed.all_reduce_mean(loss.clone(), self.env).item()  # syncs the device
         norm_v = norm.item()
         self.guard.check(step, loss_v)
-        dt, forward = self.timer.read()
+        seconds, steps, forward = self.timer.read()
         slowest = None
-        if len(set(self.hosts)) > 1:  # every rank gets every rank's time, and so decides the same
-            slowest = straggler(distributed.gather(forward, self.env), self.hosts)
+        if len(set(self.hosts)) > 1 and steps:  # every rank gets every rank's time, and so decides the same
+            slowest = straggler(distributed.gather(forward / steps, self.env), self.hosts)
             self.leave = self.stragglers.update(slowest)
-        tokens_per_s = self.exp.train.batch_tokens / dt
-        mfu = model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops, self.env.world_size)
+        # A row right after a start's first step covers no timed step: that step was start-up.
+        dt = seconds / steps if steps else None
+        tokens_per_s = self.exp.train.batch_tokens / dt if dt else None
+        mfu = tokens_per_s and model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops,
+                                                       self.env.world_size)
         self.state.last["train_loss"] = loss_v
         if self.log:
             self.log.write("train", step=step, tokens=step * self.exp.train.batch_tokens,
-                           loss=_finite_or_none(loss_v), lr=lr, grad_norm=_finite_or_none(norm_v), step_time=dt,
-                           tokens_per_s=tokens_per_s, mfu=mfu, peak_mem_gb=_peak_memory_gb(self.device),
-                           slowest_host=slowest[0] if slowest else None,
+                           loss=_finite_or_none(loss_v), lr=lr, grad_norm=_finite_or_none(norm_v), seconds=seconds,
+                           steps=steps, step_time=dt, tokens_per_s=tokens_per_s, mfu=mfu,
+                           peak_mem_gb=_peak_memory_gb(self.device), slowest_host=slowest[0] if slowest else None,
                            slowest_ratio=round(slowest[1], 3) if slowest else None)
-            mfu_s = f" | mfu {mfu:.1%}" if mfu is not None else ""
+            speed = f" | {dt * 1000:.0f} ms | {tokens_per_s:,.0f} tok/s" if dt else ""
+            mfu_s = f" | mfu {mfu:.1%}" if mfu else ""
             self.print(f"step {step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | "
-                       f"norm {norm_v:.3f} | {dt * 1000:.0f} ms | {tokens_per_s:,.0f} tok/s{mfu_s}")
+                       f"norm {norm_v:.3f}{speed}{mfu_s}")
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.state.step % every == 0
 
     def evaluate(self) -> None:
-        """Val loss, HellaSwag and a sample, each when due; all on the plain (uncompiled) module."""
+        """Val loss, HellaSwag and a sample, each when due; all on the plain (uncompiled) module. Each
+        row says how long it took: evaluation time is not training time."""
         ev, step = self.exp.eval, self.state.step
         done, tokens = step == self.exp.schedule.steps, step * self.exp.train.batch_tokens
+        self.timer.pause()
+        t0 = time.time()
         if self.val_data is not None and (step == 0 or done or self._due(ev.val_every)):
             loss = val_loss(self.model, self.val_data, ev.val_tokens, self.env, self.autocast)
             self.state.last["val_loss"] = loss
             if self.log:
-                self.log.write("val", step=step, tokens=tokens, loss=loss, val_tokens=ev.val_tokens)
+                self.log.write("val", step=step, tokens=tokens, loss=loss, val_tokens=ev.val_tokens,
+                               seconds=round(time.time() - t0, 3))
                 self.print(f"step {step:6d} | val loss {loss:.4f}")
+        t0 = time.time()
         if ev.hellaswag_every and (done or self._due(ev.hellaswag_every)):
             result = evaluate_hellaswag(self.model, ev.hellaswag_data or None, ev.hellaswag_limit, self.env,
                                         self.autocast)
             self.state.last["hellaswag_acc_norm"] = result["acc_norm"]
             if self.log:
-                self.log.write("hellaswag", step=step, tokens=tokens, **result)
+                self.log.write("hellaswag", step=step, tokens=tokens, **result, seconds=round(time.time() - t0, 3))
                 self.print(f"step {step:6d} | hellaswag acc_norm {result['acc_norm']:.4f} (n={result['n']})")
+        t0 = time.time()
         if self.env.is_main and ev.sample_every and (done or self._due(ev.sample_every)):
             # Its own generator: sampling must not move the training run's random streams.
             gen = torch.Generator().manual_seed(self.exp.seed + step)
             self.model.eval()
             text = sample(self.model, ev.sample_prompt, ev.sample_tokens, generator=gen)[0]
             self.model.train()
-            self.log.write("sample", step=step, text=text)
+            self.log.write("sample", step=step, text=text, seconds=round(time.time() - t0, 3))
             self.print(f"step {step:6d} | sample: {text!r}")
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        self.timer.reset()  # evaluation time is not training time
+        self.timer.resume()
 
-    def agree_on_stop(self) -> bool:
-        """Every few steps the ranks share their view of signals (and of background saves)."""
-        stop, writing = distributed.any_ranks([self.stop.requested, self.checkpointer.writing()], self.env)
+    def agree(self) -> tuple[bool, bool]:
+        """Every few steps, in one small CPU all-reduce, the ranks share their view of stop signals and
+        of background saves, and rank 0's clock says whether a time-based save is due. Returns
+        (stop, save now)."""
+        due = bool(self.save_plan) and self.env.is_main and \
+            time.time() - self.last_save >= self.save_plan["interval_s"]
+        stop, writing, due = distributed.any_ranks([self.stop.requested, self.checkpointer.writing(), due],
+                                                   self.env)
         if self.checkpointer.pending() and not writing:
             self.checkpointer.finish()
-        return stop
+        return stop, due
 
     # ------------------------------------------------------------------ healthy nodes only
 
@@ -387,6 +422,12 @@ class Trainer:
         bad = {r["host"]: r["reasons"] for r in rows if r["verdict"] == "bad"}
         return self.move_off(list(bad), "preflight", bad) if bad else None
 
+    def ready(self) -> None:
+        """The end of this start's first step: from here on, training time is measured step by step."""
+        if self.log:
+            self.log.write("ready", step=self.state.step)
+        self.timer.reset()
+
     def move_off(self, hosts: list[str], reason: str, evidence: dict) -> str:
         """Stop this start so that the job is requeued without `hosts`, recorded (with why) in the run."""
         self.checkpointer.finish()
@@ -406,7 +447,8 @@ class Trainer:
         self.state.wandb_id = start_wandb(self.log, exp.log, self.run_dir, exp.name, config.flatten(exp))
         device = _device_name(self.device)
         self.log.write("start", step=self.state.step, world_size=self.env.world_size, device=device,
-                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"), node_env=self.node_env,
+                       hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
+                       node_env=self.node_env, checkpoint_plan=self.save_plan,
                        checkpoint=str(self.resumed_from) if self.resumed_from else None,
                        spec_changes=config.describe(self.spec_changes) or None)
         what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
@@ -443,16 +485,16 @@ class Trainer:
             "wall_seconds": round(time.time() - starts[0]["time"], 1) if starts else None,
             "restarts": len(starts) - 1,
             "devices": f"{self.env.world_size} x {_device_name(self.device)}",
+            # Where the device-hours went, up to this stop (harness.status and analysis add what
+            # happens after it: the allocation's last seconds).
+            "ledger": ledger(self.run_dir.metrics_rows(), read_jsonl(self.run_dir.jobs)).to_dict(),
         }
         self.run_dir.write_summary(summary)
         self.print("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
     def record_error(self, e: BaseException) -> None:
-        """Every failing rank leaves its error in the run's error records, where harness.status shows
-        it; rank 0 also ends the start with a stop row saying why."""
-        error = f"{type(e).__name__}: {e}"
-        self.run_dir.record_error(rank=self.env.rank, host=socket.gethostname(), step=self.state.step, error=error,
-                              traceback=traceback.format_exc(limit=-8))
+        """The error in the run's records (every rank), and a stop row saying why (rank 0)."""
+        error = record_error(self.run_dir, e, self.state.step)
         if isinstance(e, NonFiniteError):
             self._stop("nonfinite", failed_step=e.step, spec_hash=config.spec_hash(self.exp))
         else:
@@ -484,10 +526,16 @@ def main(argv: list[str] | None = None) -> str:
     stop = StopRequest()  # first: a preemption signal during start-up must not kill the process
     try:
         (exp,) = config.parse_cli(sys.argv[1:] if argv is None else argv, "python -m harness.train")
+    except SpecError as e:
+        sys.exit(f"error: {e}")  # no run to record it in: a clear message, not a traceback
+    try:
         env = distributed.setup(exp.train.device, exp.train.backend, exp.train.collective_timeout_min)
         trainer = Trainer(exp, env, stop)
-    except (SpecError, DataError, HellaSwagDataError, CheckpointLayoutError) as e:
-        sys.exit(f"error: {e}")  # bad input: a clear message, not a traceback
+    except BaseException as e:  # recorded in the run, for harness.status and triage, then as before
+        record_error(RunDir(exp.run_dir), e, step=None)
+        if isinstance(e, SpecError | DataError | HellaSwagDataError | CheckpointLayoutError):
+            sys.exit(f"error: {e}")  # bad input: a clear message, not a traceback
+        raise
     # An exception below propagates without teardown: waiting in a barrier for a failed rank would hang.
     try:
         outcome = trainer.run()
@@ -498,6 +546,14 @@ def main(argv: list[str] | None = None) -> str:
     del trainer
     distributed.teardown(env)
     return outcome
+
+
+def record_error(run: RunDir, e: BaseException, step: int | None) -> str:
+    """Every failing rank leaves its error in the run's error records, where harness.status shows it."""
+    error = f"{type(e).__name__}: {e}"
+    run.record_error(rank=int(os.environ.get("RANK", 0)), host=node_name(), step=step, error=error,
+                     traceback=traceback.format_exc(limit=-8))
+    return error
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import pytest
 from harness.prepare import prepare
 from harness.sources import shakespeare
 from tests.helpers import REPO, harness, train_args
+from tests.slurm_helpers import SLURM_ENV, SLURM_STATE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -51,10 +52,6 @@ def play_texts() -> list[str]:
 
 # ----------------------------------------------------------------------------- slurm
 
-SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
-SLURM_NODES = 3
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Path:
     """A real Slurm cluster on this machine (slurmctld + 3 slurmd nodes, munge), started by the
@@ -63,8 +60,7 @@ def slurm_cluster() -> Path:
     the tests and the jobs they submit."""
     if os.geteuid() != 0:
         pytest.skip("the local Slurm cluster needs root")
-    env = dict(os.environ, LOCAL_SLURM_NODES=str(SLURM_NODES), LOCAL_SLURM_CPUS_PER_NODE="2",
-               LOCAL_SLURM_CRED_EXPIRE="5")
+    env = os.environ | SLURM_ENV
     subprocess.run(["bash", str(REPO / "scripts/local_slurm/start.sh"), str(SLURM_STATE)], env=env, check=True,
                    timeout=600)
     os.environ["SLURM_CONF"] = str(SLURM_STATE / "etc/slurm.conf")

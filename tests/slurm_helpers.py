@@ -1,12 +1,21 @@
 """Helpers for tests that drive the local Slurm cluster (see the slurm_cluster fixture in conftest.py)."""
 
+import contextlib
+import os
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 from tests.helpers import REPO, harness, rows, tiny
 
 STEPS = 30
+SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
+SLURM_NODES = 3  # so that a 2-node job has somewhere else to go
+SLURM_ENV = {"LOCAL_SLURM_NODES": str(SLURM_NODES), "LOCAL_SLURM_CPUS_PER_NODE": "2", "LOCAL_SLURM_CRED_EXPIRE": "5"}
 
 
 def slurm_tiny(steps: int = STEPS) -> list[str]:
@@ -83,3 +92,48 @@ def progress(run_dir: Path) -> tuple[int, int]:
 
 def job_state(job: str) -> str:
     return run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip()
+
+
+# ----------------------------------------------------------------------------- nodes made bad for real
+
+
+def slurmd_pid(node: str) -> int:
+    return int((SLURM_STATE / f"run/slurmd-{node}.pid").read_text())
+
+
+@contextlib.contextmanager
+def slowed(pids: list[int], hogs: int = 3) -> Iterator[None]:
+    """These processes (every thread, and whatever they start from now on) confined to CPU 1, which
+    `hogs` busy processes keep busy: a node, or one rank, that is up but slow."""
+    before = {pid: sorted(os.sched_getaffinity(pid)) for pid in pids}
+    for pid in pids:
+        run("taskset", "-a", "-p", "-c", "1", str(pid))
+    # Each in a session of its own: Linux shares a CPU fairly between sessions (autogroups) first, so
+    # hogs in one session would take half of it however many they were.
+    busy = [subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"], start_new_session=True)
+            for _ in range(hogs)]
+    try:
+        yield
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+        for pid, cpus in before.items():
+            subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)], capture_output=True)
+
+
+def kill_node(node: str) -> None:
+    """The node dies: Slurm is told it is down, and its slurmd and everything that runs on it are
+    killed at once (a node that lost power takes its processes with it)."""
+    run("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=harness-test")
+    slurmd = psutil.Process(slurmd_pid(node))
+    for p in [slurmd, *slurmd.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def restore_nodes() -> None:
+    """Every node back in service: the project's start script restarts a dead slurmd and resumes a
+    node that is down."""
+    subprocess.run(["bash", str(REPO / "scripts/local_slurm/start.sh"), str(SLURM_STATE)], check=True,
+                   env=os.environ | SLURM_ENV, capture_output=True, timeout=300)

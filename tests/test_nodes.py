@@ -8,23 +8,30 @@ is pinned to CPU 1, which busy processes keep busy. Every interrupted run must e
 a run that never saw the bad node, bit for bit.
 """
 
-import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
 from harness.run_dir import RunDir, read_jsonl
-from tests.conftest import SLURM_NODES, SLURM_STATE
-from tests.helpers import REPO, harness, last_step, rows, train_args, train_losses
-from tests.slurm_helpers import CLUSTER, harness_submit, queued, run, slurm_tiny, wait_until, worker_pid
+from tests.helpers import harness, last_step, rows, train_args, train_losses
+from tests.slurm_helpers import (
+    CLUSTER,
+    harness_submit,
+    kill_node,
+    queued,
+    restore_nodes,
+    run,
+    slowed,
+    slurm_tiny,
+    slurmd_pid,
+    wait_until,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 STEPS = 40
@@ -37,28 +44,6 @@ def reference(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     harness("harness.train", *train_args(run_dir, shakespeare_dir, *TINY), nproc=2)
     return run_dir
-
-
-def slurmd_pid(node: str) -> int:
-    return int((SLURM_STATE / f"run/slurmd-{node}.pid").read_text())
-
-
-@contextlib.contextmanager
-def slowed(pids: list[int], hogs: int = 7) -> Iterator[None]:
-    """These processes (every thread, and whatever they start from now on) confined to CPU 1, which
-    `hogs` busy processes keep busy: a node, or one rank, that is up but slow."""
-    before = {pid: sorted(os.sched_getaffinity(pid)) for pid in pids}
-    for pid in pids:
-        run("taskset", "-a", "-p", "-c", "1", str(pid))
-    busy = [subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"]) for _ in range(hogs)]
-    try:
-        yield
-    finally:
-        for p in busy:
-            p.kill()
-            p.wait()
-        for pid, cpus in before.items():
-            subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)], capture_output=True)
 
 
 def job_field(job: str, name: str) -> str:
@@ -103,7 +88,7 @@ def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference: Pa
     verdict = {r["host"]: r for r in first}
     assert set(verdict) == {"n1", "n2"} and verdict["n1"]["verdict"] == "ok" and verdict["n2"]["verdict"] == "bad"
     n1, n2 = verdict["n1"], verdict["n2"]
-    assert n2["reasons"] and all(n2[k] < 0.8 * n1[k] for k in ("matmul_tflops", "memory_gbps"))
+    assert n2["reasons"] and all(n2[k] < 0.5 * n1[k] for k in ("matmul_tflops", "memory_gbps"))
     assert all(float(bw) > 0 for bw in verdict["n1"]["busbw_gbps"].values())
     assert not [r for r in rows(run_dir, "train") if r["restart"] == 0]  # not one step on the bad node
     # cluster.setup ran on every node of every start; cluster.env reached every worker.
@@ -129,16 +114,6 @@ def test_the_sbatch_script_leaves_a_degraded_node_behind_too(reference: Path, sh
     assert sorted(set(marks.read_text().split())) == ["n1", "n2", "n3"]
 
 
-def kill_node(node: str) -> None:
-    """The node dies: Slurm is told it is down, and its slurmd and everything that runs on it are
-    killed at once (a node that lost power takes its processes with it)."""
-    run("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=harness-test")
-    slurmd = psutil.Process(slurmd_pid(node))
-    for p in [slurmd, *slurmd.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-
-
 def test_a_node_that_dies_mid_run_is_left_behind(reference: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     out = harness_submit(*train_args(run_dir, shakespeare_dir, *TINY), *CLUSTER).stdout
@@ -149,10 +124,8 @@ def test_a_node_that_dies_mid_run_is_left_behind(reference: Path, shakespeare_di
         kill_node("n2")
         wait_until("the run to finish", lambda: finished(run_dir, job), timeout=400, logs=run_dir / "slurm")
         assert int(job_field(job, "Restarts")) >= 1  # Slurm requeued it after the node failure
-    finally:  # the node comes back for the other tests: its slurmd restarted, its state resumed
-        subprocess.run(["bash", str(REPO / "scripts/local_slurm/start.sh"), str(SLURM_STATE)], check=True,
-                       env=dict(os.environ, LOCAL_SLURM_NODES=str(SLURM_NODES), LOCAL_SLURM_CPUS_PER_NODE="2",
-                                LOCAL_SLURM_CRED_EXPIRE="5"), capture_output=True, timeout=300)
+    finally:  # the node comes back for the other tests
+        restore_nodes()
     starts = hosts_of_starts(run_dir)
     assert starts[-1] == {"n1", "n3"}, starts
     assert train_losses(run_dir) == train_losses(reference)

@@ -1,0 +1,135 @@
+"""Where the device-hours went: every second of every allocation of a run, in one category.
+
+    queue       submitted (or requeued) until the allocation started (not allocated: no device-hours)
+    startup     the allocation's start until its first training step ended: Slurm's launch, imports,
+                rendezvous, data, restore, preflight, compile (the first step is mostly compilation)
+    productive  training steps whose result was kept
+    lost        training steps computed after the checkpoint that a later start resumed from: done twice
+    eval        validation loss, HellaSwag, samples
+    checkpoint  the part of each save that blocks training
+    shutdown    the last record of a start until its allocation ended
+    other       what no record explains (logging, the ranks' stop agreement): small when the records are whole
+
+From the run's own records only: each start row carries the allocation's start (Slurm's StartTime),
+a `ready` row ends each start's first step, train/eval/checkpoint rows carry the seconds they cover,
+and the launcher records when each allocation's step ended (jobs.jsonl). A start killed outright (a
+dead node) has no end record: its allocation is taken to end at its last record.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+CATEGORIES = ("startup", "productive", "lost", "eval", "checkpoint", "shutdown", "other")
+EVAL_KINDS = ("val", "hellaswag", "sample")
+
+
+@dataclass
+class Start:
+    """One start of the trainer (a Slurm allocation, or a restart of the workers within one)."""
+
+    restart: int
+    job_id: str | None
+    devices: int
+    allocated_at: float  # the allocation's start (or, for a restart within one, the previous start's end)
+    queued_at: float | None  # when it entered the queue (None: a restart within the same allocation)
+    ended_at: float  # the allocation's end (or the last record, if the allocation was killed)
+    seconds: dict[str, float] = field(default_factory=dict)  # category -> wall seconds
+
+    @property
+    def wall(self) -> float:
+        return self.ended_at - self.allocated_at
+
+
+def starts(rows: list[dict], jobs: list[dict]) -> list[Start]:
+    """The ledger of each start, from the run's metrics rows and job records."""
+    by_restart: dict[int, list[dict]] = {}
+    for r in rows:
+        by_restart.setdefault(r["restart"], []).append(r)
+    ends = sorted(j["time"] for j in jobs if j.get("event") == "step_end")
+    # harness.submit records a job when it submits it; sbatch/train.sh when it starts, with Slurm's
+    # submission time.
+    submitted = sorted([j["time"] for j in jobs if j.get("event", "submit") == "submit"]
+                       + [j["submitted_at"] for j in jobs if j.get("submitted_at")])
+    resumed_from = {r["restart"]: r["step"] for r in rows if r["kind"] == "start"}
+    out: list[Start] = []
+    for restart in sorted(by_restart):
+        rs = by_restart[restart]
+        start = next((r for r in rs if r["kind"] == "start"), None)
+        if start is None:
+            continue
+        previous = out[-1] if out else None
+        same_allocation = previous is not None and start.get("allocated_at") == previous.allocated_at \
+            and start.get("job_id") == previous.job_id
+        allocated = start.get("allocated_at") or start["time"]
+        if same_allocation:  # the workers restarted within one allocation: from where the last start ended
+            allocated = previous.ended_at
+        last = max(r["time"] for r in rs)
+        end = next((t for t in ends if t >= last), None)
+        nxt = next((r for r in rows if r["kind"] == "start" and r["restart"] > restart), None)
+        if end is None or (nxt is not None and end > nxt["time"]):
+            end = last  # killed outright, or the workers restarted within the allocation
+        queued = None
+        if not same_allocation:  # in the queue since its submission, or since the last allocation ended
+            since = [t for t in submitted if t <= allocated] + ([previous.ended_at] if previous else [])
+            queued = max(since) if since else None
+        ledger = Start(restart, start.get("job_id"), start.get("world_size", 1), allocated, queued, end)
+        ledger.seconds = categorize(rs, allocated, end, kept_until(restart, resumed_from))
+        out.append(ledger)
+    return out
+
+
+def kept_until(restart: int, resumed_from: dict[int, int]) -> float:
+    """The last step of `restart` whose result was kept: later starts resumed at or after it."""
+    later = [step for r, step in resumed_from.items() if r > restart]
+    return min(later) if later else float("inf")
+
+
+def categorize(rows: list[dict], allocated: float, ended: float, kept: float) -> dict[str, float]:
+    seconds = dict.fromkeys(CATEGORIES, 0.0)
+    ready = next((r for r in rows if r["kind"] == "ready"), None)
+    for r in rows:
+        if r["kind"] in EVAL_KINDS:
+            seconds["eval"] += r.get("seconds") or 0.0
+        elif r["kind"] == "checkpoint":
+            seconds["checkpoint"] += r.get("seconds") or 0.0
+        elif r["kind"] == "train" and r.get("seconds"):
+            steps = r.get("steps") or 1
+            first = r["step"] - steps + 1  # the steps this row covers: first .. r["step"]
+            kept_steps = max(0, min(r["step"], kept) - first + 1) if kept < r["step"] else steps
+            seconds["productive"] += r["seconds"] * kept_steps / steps
+            seconds["lost"] += r["seconds"] * (steps - kept_steps) / steps
+    if ready is not None:  # evaluations before the first step (at step 0) are not start-up
+        before = sum(r.get("seconds") or 0.0 for r in rows if r["kind"] in EVAL_KINDS and r["time"] <= ready["time"])
+        seconds["startup"] = ready["time"] - allocated - before
+        last = max(r["time"] for r in rows)
+        seconds["shutdown"] = ended - last
+    else:  # it never finished a step: all of it was start-up
+        seconds["startup"] = ended - allocated - seconds["eval"] - seconds["checkpoint"]
+    seconds["other"] = (ended - allocated) - sum(v for k, v in seconds.items() if k != "other")
+    return seconds
+
+
+@dataclass
+class Ledger:
+    """A run's totals: device-hours per category, queue hours, goodput."""
+
+    device_hours: dict[str, float]
+    queue_hours: float
+    allocated_device_hours: float
+    goodput: float | None  # productive / allocated device time
+    starts: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ledger(rows: list[dict], jobs: list[dict]) -> Ledger:
+    found = starts(rows, jobs)
+    hours = dict.fromkeys(CATEGORIES, 0.0)
+    for s in found:
+        for k, v in s.seconds.items():
+            hours[k] += v * s.devices / 3600
+    allocated = sum(s.wall * s.devices for s in found) / 3600
+    queue = sum(s.allocated_at - s.queued_at for s in found if s.queued_at is not None) / 3600
+    return Ledger({k: round(v, 6) for k, v in hours.items()}, round(queue, 6), round(allocated, 6),
+                  round(hours["productive"] / allocated, 4) if allocated > 0 else None,
+                  [asdict(s) | {"wall": s.wall} for s in found])
