@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 
 
 # ----------------------------------------------------------------------------- the harness as processes
