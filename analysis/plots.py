@@ -9,7 +9,6 @@ the device-hours went), summary.md and summary.csv; safe to re-run at any time, 
 still writing.
 """
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from analysis.runs import Run, data_source, load_runs, summary_table
+from analysis.runs import Run, data_source, run_parser, runs_or_exit, summary_table
 from harness.atomic import replacing, write_text
 
 # OpenAI's GPT-2 124M on each dataset's validation split, drawn where a run's data matches.
@@ -56,20 +55,21 @@ def human(value: float, _pos: object = None) -> str:
     return f"{value:g}"
 
 
-def colors(runs: list[Run]) -> dict[str, tuple]:
-    cmap = colormaps["tab10" if len(runs) <= 10 else "tab20"]
-    return {r.label: cmap(i % cmap.N) for i, r in enumerate(runs)}
+def colors(labels: list[str]) -> dict[str, tuple]:
+    """A color per label (a run, or a group of runs), distinct for up to 10 (then 20)."""
+    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
 def plotted(runs: list[Run], *kinds: str) -> tuple[dict[str, tuple], list[Run]]:
     """Every run's color (chosen over all runs, so that a run keeps its color in every figure), and the
     runs that have rows of any of `kinds` to plot."""
-    return colors(runs), [r for r in runs if any(not r.curve(kind).empty for kind in kinds)]
+    return colors([r.label for r in runs]), [r for r in runs if any(not r.curve(kind).empty for kind in kinds)]
 
 
-def new_figure(rows: int = 1) -> tuple[Figure, list[Axes]]:
+def new_figure(rows: int = 1, sharex: bool = True) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(FIGSIZE[0], FIGSIZE[1] + 2.5 * (rows - 1)), layout="constrained")
-    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    axes = fig.subplots(rows, 1, sharex=sharex, squeeze=False)[:, 0]
     for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
     return fig, list(axes)
@@ -256,11 +256,15 @@ FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
 # ----------------------------------------------------------------------------- table
 
 
-def markdown(table: pd.DataFrame) -> str:
-    formats = {"tokens": lambda v: f"{v:,}", "median_tokens_per_s": lambda v: f"{v:,.0f}",
-               "median_mfu": lambda v: f"{v:.1%}", "wall_hours": lambda v: f"{v:.3f}",
-               "device_hours": lambda v: f"{v:.3f}"}
-    shown = table.drop(columns=["run_dir"])
+SUMMARY_FORMATS: dict[str, Callable[[object], str]] = {
+    "tokens": lambda v: f"{v:,}", "median_tokens_per_s": lambda v: f"{v:,.0f}", "median_mfu": lambda v: f"{v:.1%}",
+    "wall_hours": lambda v: f"{v:.3f}", "device_hours": lambda v: f"{v:.3f}"}
+
+
+def formatted(table: pd.DataFrame, formats: dict[str, Callable[[object], str]]) -> pd.DataFrame:
+    """Every cell as text, as the tables show it: `formats` per column, other floats to 4 decimals,
+    missing values as "-". The summary's run_dir column is left to the csv (the paths are long)."""
+    shown = table.drop(columns=["run_dir"], errors="ignore")
 
     def cell(column: str, v: object) -> str:
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -269,9 +273,13 @@ def markdown(table: pd.DataFrame) -> str:
             return formats[column](v)
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 
+    return pd.DataFrame({c: [cell(c, v) for v in shown[c]] for c in shown.columns}, columns=shown.columns)
+
+
+def markdown(table: pd.DataFrame, formats: dict[str, Callable[[object], str]] = SUMMARY_FORMATS) -> str:
+    shown = formatted(table, formats)
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    for _, row in shown.iterrows():
-        lines.append("| " + " | ".join(cell(c, row[c]) for c in shown.columns) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -287,18 +295,13 @@ def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    p = argparse.ArgumentParser(prog="python -m analysis.plots", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="*", default=["log"], help="run directories, or folders holding them (default log/)")
+    p = run_parser("python -m analysis.plots", __doc__)
     p.add_argument("--out", default="log/plots", help="output folder (default log/plots/)")
     p.add_argument("--x", choices=list(X_LABELS), default="tokens", help="x axis of loss, throughput, HellaSwag")
-    p.add_argument("--runs", metavar="GLOB", help="only runs whose name or directory name matches")
     p.add_argument("--svg", action="store_true", help="write SVGs besides the PNGs")
     args = p.parse_args(argv)
 
-    runs = load_runs(args.paths, args.runs)
-    if not runs:
-        sys.exit(f"no runs under {' '.join(args.paths)}" + (f" matching {args.runs!r}" if args.runs else ""))
+    runs = runs_or_exit(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

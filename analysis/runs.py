@@ -6,9 +6,11 @@
     runs[0].raw              # every row of every kind and restart, in file order, with `hours` of training time
 """
 
+import argparse
 import fnmatch
 import functools
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,23 @@ def load_runs(paths: list[str | Path], pattern: str | None = None) -> list[Run]:
     for r in runs:
         if names.count(r.spec.name) > 1:  # e.g. the same experiment file run into two directories
             r.label = f"{r.spec.name} ({r.dir})"
+    return runs
+
+
+def run_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The command line every analysis command starts from: the runs to read, and a filter on them."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="*", default=["log"], help="run directories, or folders holding them (default log/)")
+    p.add_argument("--runs", metavar="GLOB", help="only runs whose name or directory name matches")
+    return p
+
+
+def runs_or_exit(args: argparse.Namespace) -> list[Run]:
+    """The runs that `run_parser`'s arguments name; exits with a message when there are none."""
+    runs = load_runs(args.paths, args.runs)
+    if not runs:
+        sys.exit(f"no runs under {' '.join(args.paths)}" + (f" matching {args.runs!r}" if args.runs else ""))
     return runs
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness.prepare import prepare
 from harness.sources import shakespeare
-from tests.helpers import REPO, harness, train_args
+from tests.helpers import REPO, SWEEP_LRS, SWEEP_SEEDS, finish, harness, launch, sweep_args, train_args
 from tests.slurm_helpers import SLURM_ENV, SLURM_STATE
 
 
@@ -42,6 +42,22 @@ def trained_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     harness("harness.train", *train_args(run_dir, shakespeare_dir, "--checkpoint.every", "40", steps=40),
             env={"OMP_NUM_THREADS": "1"})
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def seed_sweep(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
+    """The tiny GPT trained for SWEEP_SEEDS x SWEEP_LRS (tests/helpers.py: sweep_args), concurrently with
+    one thread each, into one folder: run directories by (lr, seed)."""
+    root = tmp_path_factory.mktemp("seeds")
+    started = {}
+    for lr in SWEEP_LRS:
+        for seed in SWEEP_SEEDS:
+            run_dir = root / f"tiny-lr{lr}-seed{seed}"
+            started[(lr, seed)] = run_dir, launch("harness.train", *sweep_args(run_dir, shakespeare_dir, lr, seed),
+                                                  log=run_dir.with_suffix(".log"), env={"OMP_NUM_THREADS": "1"})
+    for run_dir, proc in started.values():
+        finish(proc, run_dir.with_suffix(".log"))
+    return {key: run_dir for key, (run_dir, _) in started.items()}
 
 
 @pytest.fixture(scope="session")

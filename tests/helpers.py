@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 
 
 # ----------------------------------------------------------------------------- the harness as processes
@@ -30,6 +31,20 @@ def tiny(steps: int = 20, *more: str) -> list[str]:
 def train_args(run_dir: Path, data_dir: Path, *more: str, steps: int = 20) -> list[str]:
     """`harness.train` arguments: the Shakespeare experiment as the tiny GPT, into `run_dir`."""
     return ["experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(data_dir), *tiny(steps, *more)]
+
+
+# A seed sweep (conftest.py: seed_sweep): 3 seeds x 2 learning rates of the tiny GPT, 12 steps of 512 tokens.
+SWEEP_LRS, SWEEP_SEEDS, SWEEP_STEPS, SWEEP_BATCH = ("3e-3", "1e-2"), (1, 2, 3), 12, 512
+SWEEP_PROMPT = "<i>ROMEO</i> & JULIET:"  # markup in a sample, which a report must show as text
+
+
+def sweep_args(run_dir: Path, data_dir: Path, lr: str, seed: int) -> list[str]:
+    """One run of the seed sweep, named after its directory: val loss at steps 0, 4, 8, 12 on 4,096
+    tokens, an 8-token sample at the end, checkpoints at steps 6 and 12."""
+    return train_args(run_dir, data_dir, "--name", run_dir.name, "--seed", str(seed), "--optim.lr", lr,
+                      "--train.batch_tokens", str(SWEEP_BATCH), "--schedule.warmup", "2", "--checkpoint.every", "6",
+                      "--eval.val_every", "4", "--eval.val_tokens", "4096", "--eval.sample_every", str(SWEEP_STEPS),
+                      "--eval.sample_tokens", "8", "--eval.sample_prompt", SWEEP_PROMPT, steps=SWEEP_STEPS)
 
 
 def command(module: str, *args: str, nproc: int = 0, restarts: int = 0) -> list[str]:

@@ -15,7 +15,7 @@ from analysis import lr_schedule, plots
 from analysis.runs import load_run, load_runs
 from harness.config import load_experiment_file, parse_cli
 from harness.run_dir import RunDir
-from tests.helpers import REPO, finish, harness, kill_group, last_step, launch, rows, train_args, wait_for_step
+from tests.helpers import PNG, REPO, finish, harness, kill_group, last_step, launch, rows, train_args, wait_for_step
 
 BATCH_TOKENS = 512
 STEPS = 16
@@ -33,7 +33,6 @@ HELLASWAG_ROWS = [
     {"ctx": "KING: Now is the winter of our", "endings": ["toast.", "lamp shade.", "boots.", "discontent."],
      "label": 3},
 ]
-PNG = b"\x89PNG\r\n\x1a\n"
 # The truncated copy warns wherever it is read; the test about that warning checks it explicitly.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*truncated or corrupt line:UserWarning")]
 
