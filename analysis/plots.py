@@ -151,6 +151,8 @@ def plot_throughput(runs: list[Run], x: str) -> Figure | None:
     ax_tok = axes[0]
     for r in runs:
         train = r.curve("train")
+        if "tokens_per_s" not in train:  # no step was timed (a run that stopped at its first step)
+            continue
         ax_tok.plot(train[x], train["tokens_per_s"], color=color[r.label], alpha=0.25, lw=0.8)
         ax_tok.plot(train[x], ema(train["tokens_per_s"], len(train)), color=color[r.label], lw=1.8, label=r.label)
     ax_tok.set_ylabel("tokens / s (all devices)")
@@ -234,14 +236,22 @@ def plot_ledger(runs: list[Run], x: str) -> Figure | None:
         ax.barh(y, hours, left=left, color=color, label=category, height=0.7)
         left += hours
     for yi, r, end in zip(y, runs, left, strict=True):
-        queue = f", queued {r.ledger.queue_hours:.2g} h" if r.ledger.queue_hours else ""
+        queue = f", queued {duration(r.ledger.queue_hours * 3600)}" if r.ledger.queue_hours else ""
         ax.text(end, yi, f" {r.ledger.goodput:.0%}{queue}", va="center", fontsize=8)
     ax.set_yticks(y, [r.label for r in runs], fontsize=8)
     ax.set_xlabel("device-hours (allocated; queue time not included)")
     ax.set_xlim(right=left.max() * 1.25)
     ax.set_title("Where the device-hours went (goodput = productive / allocated)")
-    ax.legend(ncols=4, fontsize=8, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), ncols=len(LEDGER_COLORS), fontsize=8, loc="outside lower center")
     return fig
+
+
+def duration(seconds: float) -> str:
+    """12 s, 4.5 min, 3.2 h, 2.1 d: a queue wait as a person says it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
@@ -258,7 +268,7 @@ FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
 
 SUMMARY_FORMATS: dict[str, Callable[[object], str]] = {
     "tokens": lambda v: f"{v:,}", "median_tokens_per_s": lambda v: f"{v:,.0f}", "median_mfu": lambda v: f"{v:.1%}",
-    "wall_hours": lambda v: f"{v:.3f}", "device_hours": lambda v: f"{v:.3f}"}
+    "wall_hours": lambda v: f"{v:.3f}", "device_hours": lambda v: f"{v:.3f}", "goodput": lambda v: f"{v:.1%}"}
 
 
 def formatted(table: pd.DataFrame, formats: dict[str, Callable[[object], str]]) -> pd.DataFrame:

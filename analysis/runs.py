@@ -33,9 +33,11 @@ class Run:
 
     def rows(self, kind: str) -> pd.DataFrame:
         """All rows of one kind, from every restart (a resumed run's repeated steps appear twice)."""
-        if self.raw.empty:
-            return self.raw
-        return self.raw[self.raw["kind"] == kind].dropna(axis=1, how="all").reset_index(drop=True)
+        if self.raw.empty:  # keep the axes' columns, so that a run with no rows plots as an empty curve
+            return pd.DataFrame(columns=["kind", "step", "tokens", "hours", "restart"])
+        selected = self.raw[self.raw["kind"] == kind].reset_index(drop=True)
+        # Columns other kinds fill are dropped; an empty selection keeps them all (every one is vacuously empty).
+        return selected if selected.empty else selected.dropna(axis=1, how="all")
 
     @functools.cached_property
     def ledger(self) -> Ledger:
@@ -151,7 +153,7 @@ def summarize(run: Run) -> dict:
         "final_val_loss": float(val["loss"].iloc[-1]) if not val.empty else None,
         "best_val_loss": float(val["loss"].min()) if not val.empty else None,
         "best_hellaswag_acc_norm": float(hs["acc_norm"].max()) if not hs.empty else None,
-        "median_tokens_per_s": float(train["tokens_per_s"].median()) if not train.empty else None,
+        "median_tokens_per_s": float(train["tokens_per_s"].median()) if "tokens_per_s" in train else None,
         "median_mfu": float(statistics.median(mfu)) if mfu else None,
         "wall_hours": float(spans.sum() / 3600),
         "device_hours": float((spans * world.reindex(spans.index).fillna(1)).sum() / 3600),

@@ -263,13 +263,15 @@ def main(argv: list[str] | None = None) -> None:
         files = [Path(spec.data.dir) / e["file"] for e in manifest["splits"]["train"]["shards"]]
     except DataError:
         files = []  # nothing to read: the read check is skipped
+    t0 = time.perf_counter()
     rows = verdicts(preflight(env, files), spec.cluster)
+    seconds = round(time.perf_counter() - t0, 3)
     if env.is_main:
         log = MetricsLog(run, restart=0)
         for row in rows:
-            log.write("preflight", step=0, job_id=os.environ.get("SLURM_JOB_ID"), **row)
+            log.write("preflight", step=0, job_id=os.environ.get("SLURM_JOB_ID"), seconds=seconds, **row)
         log.close()
-        print(table(rows), flush=True)
+        print(f"preflight ({seconds:.1f} s):\n{table(rows)}", flush=True)
     distributed.teardown(env)
 
 

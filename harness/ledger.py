@@ -51,14 +51,17 @@ def starts(rows: list[dict], jobs: list[dict]) -> list[Start]:
                        + [j["submitted_at"] for j in jobs if j.get("submitted_at")])
     resumed_from = {r["restart"]: r["step"] for r in rows if r["kind"] == "start"}
     out: list[Start] = []
+    previous_row: dict | None = None  # the previous start row (a Start's allocated_at may be moved)
     for restart in sorted(by_restart):
         rs = by_restart[restart]
         start = next((r for r in rs if r["kind"] == "start"), None)
         if start is None:
             continue
         previous = out[-1] if out else None
-        same_allocation = previous is not None and start.get("allocated_at") == previous.allocated_at \
-            and start.get("job_id") == previous.job_id
+        same_allocation = previous_row is not None and start.get("allocated_at") is not None \
+            and start.get("allocated_at") == previous_row.get("allocated_at") \
+            and start.get("job_id") == previous_row.get("job_id")
+        previous_row = start
         allocated = start.get("allocated_at") or start["time"]
         if same_allocation:  # the workers restarted within one allocation: from where the last start ended
             allocated = previous.ended_at

@@ -138,26 +138,31 @@ def local_files(pattern: str, text_field: str = "text", val_fraction: float = 0.
     return Source("files", SplitRule(val_fraction=val_fraction), detail, documents)
 
 
-def jsonl_rows(path: str, text_field: str) -> Iterator[str]:
-    """The `text_field` of each row of a JSON-lines file. The json module reads these several times
-    faster than datasets, which builds Arrow batches first; blank lines are skipped, as datasets does."""
+def json_lines(path: str | Path, error: type[Exception]) -> Iterator[tuple[int, object]]:
+    """(line number, value) of each non-blank line of a user's JSON-lines file; a line that is not
+    JSON raises `error` naming the file and the line. (Run-directory files have their own tolerant
+    reader, harness.run_dir.read_jsonl: a crash may cut their last line, but not a user's data.)"""
     with open(path, encoding="utf-8") as f:
-        i = 0
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield n, json.loads(line)
             except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{n}: not a JSON object ({e})") from None
-            text = row.get(text_field) if isinstance(row, dict) else None
-            if text is None:
-                fields = sorted(row) if isinstance(row, dict) else []
-                raise SourceError(f"{path} row {i}: no field {text_field!r} (fields: {fields})")
-            if not isinstance(text, str):
-                raise SourceError(f"{path} row {i}: field {text_field!r} is a {type(text).__name__}, not text")
-            yield text
-            i += 1
+                raise error(f"{path}: line {n}: not valid JSON ({e})") from None
+
+
+def jsonl_rows(path: str, text_field: str) -> Iterator[str]:
+    """The `text_field` of each row of a JSON-lines file. The json module reads these several times
+    faster than datasets, which builds Arrow batches first; blank lines are skipped, as datasets does."""
+    for i, (_, row) in enumerate(json_lines(path, SourceError)):
+        text = row.get(text_field) if isinstance(row, dict) else None
+        if text is None:
+            fields = sorted(row) if isinstance(row, dict) else []
+            raise SourceError(f"{path} row {i}: no field {text_field!r} (fields: {fields})")
+        if not isinstance(text, str):
+            raise SourceError(f"{path} row {i}: field {text_field!r} is a {type(text).__name__}, not text")
+        yield text
 
 
 # ----------------------------------------------------------------------------- HuggingFace hub

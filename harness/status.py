@@ -94,7 +94,7 @@ def run_status(run: RunDir) -> dict:
     recent = [r["tokens_per_s"] for r in rows if r["kind"] == "train" and r.get("tokens_per_s")][-20:]
     tok_s = statistics.median(recent) if recent else None
     eta = None
-    if tok_s and step < total and not state.startswith(("FINISHED", "FAILED")):
+    if tok_s and step < total and not failed and not state.startswith(("FINISHED", "FAILED")):
         eta = (total - step) * spec["train"]["batch_tokens"] / tok_s
     return {
         "name": spec["name"],
@@ -143,11 +143,16 @@ def table(statuses: list[dict]) -> str:
     cells = [COLUMNS] + [_fmt(s) for s in statuses]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    for s in statuses:
-        if f := s["failure"]:
-            lines.append(f"{s['name']}: {f['what']} ({f['evidence'][:160]}); next: {f['next']}")
-        elif s["error"]:
-            lines.append(f"{s['name']}: {s['error']}")
+    failed = [s for s in statuses if s["failure"]]
+    if failed:  # one line per run: what, then the next step; the evidence indented below it
+        name_w = max(len(s["name"]) for s in failed)
+        what_w = max(len(s["failure"]["what"]) for s in failed)
+        lines.append("")
+        for s in failed:
+            f = s["failure"]
+            lines.append(f"{s['name'].ljust(name_w)}  {f['what'].ljust(what_w)}  next: {f['next']}")
+            lines.append(f"{'':{name_w}}  {f['evidence'][:200]}")
+    lines += [f"{s['name']}: {s['error']}" for s in statuses if s["error"] and not s["failure"]]
     return "\n".join(lines)
 
 

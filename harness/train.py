@@ -414,11 +414,13 @@ class Trainer:
                                 f"{self.run_dir.slurm}/exclude-{job}-*.out). Set it while the job is pending: "
                                 f"scontrol update JobId={job} ExcNodeList={','.join(excluded)}")
             return self.move_off(again, "excluded earlier", {})
+        t0 = time.perf_counter()
         rows = verdicts(preflight(self.env, self.train_data.files), self.exp.cluster)
+        seconds = round(time.perf_counter() - t0, 3)  # its cost: part of every start-up
         if self.log:
             for row in rows:
-                self.log.write("preflight", step=self.state.step, **row)
-            self.print("preflight:\n" + health_table(rows))
+                self.log.write("preflight", step=self.state.step, seconds=seconds, **row)
+            self.print(f"preflight ({seconds:.1f} s):\n" + health_table(rows))
         bad = {r["host"]: r["reasons"] for r in rows if r["verdict"] == "bad"}
         return self.move_off(list(bad), "preflight", bad) if bad else None
 

@@ -53,7 +53,9 @@ LOG_RULES = [
     (re.compile(r"DUE TO NODE FAILURE"), "node_failure"),
     (re.compile(r"oom[-_ ]kill|Out Of Memory", re.IGNORECASE), "oom"),
     (re.compile(r"timed-out too many times|DUE TO TIME LIMIT"), "timeouts"),
-    (re.compile(r"CANCELLED AT \S+ \*\*\*"), "cancelled"),  # a user's scancel: no "DUE TO ..."
+    # A user's scancel of the job: no "DUE TO ...". A signal sent to the steps alone (scancel --signal)
+    # logs "STEP ... CANCELLED" and leaves the job to decide, so only the job's line counts.
+    (re.compile(r"JOB \S+ ON \S+ CANCELLED AT \S+ \*\*\*"), "cancelled"),
 ]
 # The first error a rank recorded: its type and message.
 ERROR_RULES = [

@@ -102,7 +102,7 @@ def slurmd_pid(node: str) -> int:
 
 
 @contextlib.contextmanager
-def slowed(pids: list[int], hogs: int = 3) -> Iterator[None]:
+def slowed(pids: list[int], hogs: int = 5) -> Iterator[None]:
     """These processes (every thread, and whatever they start from now on) confined to CPU 1, which
     `hogs` busy processes keep busy: a node, or one rank, that is up but slow."""
     before = {pid: sorted(os.sched_getaffinity(pid)) for pid in pids}

@@ -148,7 +148,7 @@ def _without(row: dict, key: str) -> dict:
 
 
 @pytest.mark.parametrize("make_bad, message", [
-    (lambda r: '{"ctx": "A man', "row 3: not valid JSON"),
+    (lambda r: '{"ctx": "A man', "line 3: not valid JSON"),
     (lambda r: "[1, 2]", "row 3: expected a JSON object"),
     (lambda r: _without(r, "endings"), "row 3: missing field 'endings'"),
     (lambda r: _without(r, "label"), "row 3: missing field 'label'"),

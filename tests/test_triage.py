@@ -74,6 +74,8 @@ def a_run(tmp_path: Path, stop: dict | None = None, errors: list[str] = (), log:
     (None, ["SpecError: model.n_layer: 2 -> 3"], "", "spec"),
     ({"reason": "preempted"}, [], "slurmstepd-n1: error: *** JOB 9 ON n1 CANCELLED AT 2026-11-27T14:00:00 ***\n",
      "cancelled"),
+    ({"reason": "preempted"}, [], "slurmstepd-n3: error: *** STEP 13.0 ON n3 CANCELLED AT 2026-11-27T14:57:19 ***\n",
+     "preempted"),  # scancel --signal=TERM reaches the step only: the job was not cancelled
     ({"reason": "failed"}, ["ValueError: something new"], "", "unknown"),
 ])
 def test_the_class_comes_from_the_records(stop: dict | None, errors: list[str], log: str, kind: str,

@@ -18,7 +18,6 @@ cached download of the former.
 """
 
 import contextlib
-import json
 import os
 import urllib.request
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.nn import functional as F
 
 from harness.atomic import replacing
 from harness.distributed import DistEnv, on_main
+from harness.sources import json_lines
 from harness.tokenizer import gpt2_encoding
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -92,17 +92,10 @@ def load_examples(path: str | None, limit: int = 0) -> list[dict]:
 
 def _read_jsonl(path: Path, limit: int) -> list[dict]:
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HellaSwagDataError(f"{path}: row {line_no}: not valid JSON ({e})") from None
-            examples.append(_example(row, path, line_no))
-            if len(examples) == limit:
-                break
+    for line_no, row in json_lines(path, HellaSwagDataError):
+        examples.append(_example(row, path, line_no))
+        if len(examples) == limit:
+            break
     return examples
 
 
