@@ -23,6 +23,7 @@ import simple_parsing
 from simple_parsing.helpers.serialization import from_dict, to_dict
 from simple_parsing.utils import flatten_join
 
+from harness import pretrained
 from harness.checkpoint import CheckpointConfig
 from harness.cluster import ClusterConfig
 from harness.data import DataConfig, DataError, load_manifest
@@ -252,6 +253,9 @@ def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
             errors += [f"{f.name}.{problem}" for problem in part.check() + across.get(f.name, [])]
     if check_data and not errors:
         errors += _check_data(exp, per_pass)
+    if check_data and not errors and exp.model.init_from and RunDir(exp.run_dir).newest_checkpoint_step() is None:
+        # Only a fresh run reads its source: once it has a checkpoint of its own, that wins.
+        errors += [f"model.{problem}" for problem in pretrained.check(exp.model)]
     if errors:
         raise SpecError("\n".join(errors))
 
@@ -263,8 +267,9 @@ def _check_data(exp: Experiment, per_pass: int) -> list[str]:
         return [f"data.dir: {e}"]
     errors = []
     vocab = manifest["tokenizer"]["vocab_size"]
-    if vocab > exp.model.vocab_size:
-        errors.append(f"model.vocab_size: {exp.model.vocab_size} is smaller than the data's vocabulary ({vocab})")
+    if vocab > exp.model.predicted_vocab:
+        field = "unpadded_vocab" if exp.model.unpadded_vocab else "vocab_size"
+        errors.append(f"model.{field}: {exp.model.predicted_vocab} is smaller than the data's vocabulary ({vocab})")
     train = manifest["splits"].get("train", {}).get("tokens", 0)
     if train < per_pass + 1:
         errors.append(f"data.dir: {exp.data.dir} has {train:,} train tokens, fewer than one batch ({per_pass:,})")

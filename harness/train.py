@@ -42,6 +42,7 @@ from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.nonfinite import NonFiniteError, NonFiniteGuard, refuse_to_replay
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
+from harness.pretrained import load_pretrained
 from harness.run_dir import RunDir, read_jsonl
 
 EXCLUSION_TRIES = 3  # starts on a node the run had moved off, before the job gives up on Slurm excluding it
@@ -215,6 +216,8 @@ class Trainer:
         rank's reader and random streams. Returns its path (None: a fresh start)."""
         found = load_latest(self.run_dir.checkpoints, self.env.rank, self.env.world_size, self.exp.data.reshard)
         if found is None:
+            if self.exp.model.init_from:  # a finetune's first start: only the weights; optimizer and data afresh
+                load_pretrained(self.model)
             return None
         path, ckpt = found
         saved = config.from_json(json.dumps(ckpt["meta"]["spec"]), str(path))
@@ -450,8 +453,10 @@ class Trainer:
                        hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
                        node_env=self.node_env, checkpoint_plan=self.save_plan,
                        checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                       init_from=None if self.resumed_from else exp.model.init_from or None,  # weights loaded from it
                        spec_changes=config.describe(self.spec_changes) or None)
-        what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
+        what = f"resumed from {self.resumed_from}" if self.resumed_from else \
+            f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
         self.print(f"{exp.name}: {what} at step {self.state.step}/{exp.schedule.steps} (restart {self.restart}); "
                    f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
                    f"per step, {tc.batch_tokens:,} tokens/step")
