@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from harness import config
 from harness.checkpoint import load_model
 from harness.data import ShardedTokenReader
 from harness.model import GPT, ModelConfig
 from harness.pretrained import check, load_pretrained
 from harness.run_dir import RunDir
-from tests.helpers import finish, harness, launch, rows, train_args, train_losses, wait_for_step
+from tests.helpers import REPO, finish, harness, launch, rows, train_args, train_losses, wait_for_step
 
 # The tiny GPT of tests/helpers.py (2 layers, 2 heads, 64 wide) with OpenAI's vocabulary and a 128-token table.
 HF_SHAPE = dict(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=50257)
@@ -103,6 +104,17 @@ def test_shape_mismatches_name_the_field(hf_dir: Path, tmp_path: Path) -> None:
     assert check(tiny(tmp_path))[0].startswith(f"init_from: {tmp_path}: neither a HuggingFace GPT-2 directory")
     with pytest.raises(ValueError, match="model.n_layer: 3 does not match"):
         load_pretrained(GPT(tiny(hf_dir, n_layer=3)))
+
+
+def test_the_finetune_experiment_fits_openai_gpt2(tmp_path: Path) -> None:
+    """experiments/finetune_shakespeare.py against the config.json of OpenAI's GPT-2 124M (transformers'
+    GPT2Config defaults): its shape and vocabulary pass the checks that read only that file."""
+    transformers = pytest.importorskip("transformers")
+    transformers.GPT2Config().to_json_file(tmp_path / "config.json")
+    (exp,) = config.parse_cli([str(REPO / "experiments/finetune_shakespeare.py"), "--model.init_from", str(tmp_path)],
+                              "test")
+    assert check(exp.model) == []
+    assert check(dataclasses.replace(exp.model, unpadded_vocab=0))[0].startswith("unpadded_vocab: must be 50257")
 
 
 def test_a_bad_init_from_stops_the_trainer_naming_the_field(hf_dir: Path, shakespeare_dir: Path,
