@@ -4,7 +4,9 @@
     python -m analysis.lr_schedule experiments/shakespeare_lr_sweep.py --out sweep_lr.svg   # one curve per run
     python -m analysis.lr_schedule experiments/fineweb_10b.py --schedule.warmup 200        # with overrides
 
-Step s is the s-th optimizer update, as the trainer logs it: its lr is harness.optim.lr_at(s - 1).
+Step s is the s-th optimizer update, as the trainer logs it: its lr is harness.optim.lr_at(s - 1), between
+the resolved peak and final learning rates (optim.scaled_lr, optim.scaled_min_lr: lr and schedule.min_lr
+after optim.lr_scaling), the values the trainer runs.
 """
 
 import sys
@@ -14,7 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.plots import DPI, new_figure, style_lr_axes
-from harness.config import Experiment, SpecError, parse_command, spec_parser
+from harness.config import Experiment, SpecError, parse_command, resolve, spec_parser
 from harness.optim import lr_at
 
 PROG = "python -m analysis.lr_schedule"
@@ -24,12 +26,16 @@ DEFAULT_OUT = "log/plots/lr_schedule.png"
 def schedule_curve(spec: Experiment) -> tuple[np.ndarray, np.ndarray]:
     """(steps 1..N, the learning rate each of those updates uses)."""
     steps = np.arange(1, spec.schedule.steps + 1)
-    return steps, np.array([lr_at(int(s) - 1, spec.optim.lr, spec.schedule) for s in steps])
+    o = resolve(spec).optim  # a spec from a file or a run: the resolved rates either way
+    return steps, np.array([lr_at(int(s) - 1, o.scaled_lr, spec.schedule, o.scaled_min_lr) for s in steps])
 
 
 def describe(spec: Experiment) -> str:
-    s = spec.schedule
-    return f"{spec.name}: peak {spec.optim.lr:g}, {s.warmup} warmup, {s.decay} to {s.min_lr:g} at step {s.steps:,}"
+    s, o = spec.schedule, resolve(spec).optim
+    scaling = "" if o.lr_scaling == "none" else \
+        f" ({o.lr:g} {o.lr_scaling}-scaled from {o.base_batch_tokens:,} to {spec.train.batch_tokens:,} tokens/step)"
+    return (f"{spec.name}: peak {o.scaled_lr:.4g}{scaling}, {s.warmup} warmup, {s.decay} to {o.scaled_min_lr:.4g} "
+            f"at step {s.steps:,}")
 
 
 def plot_schedules(specs: list[Experiment], title: str) -> Figure:
@@ -49,6 +55,9 @@ def main(argv: list[str] | None = None) -> Path:
         specs, args = parse_command(list(sys.argv[1:] if argv is None else argv), PROG, front, multiple=True)
     except SpecError as e:
         sys.exit(f"error: {e}")
+    for spec in specs:
+        if spec.optim.scaled_lr is None:  # lr_scaling without the batch it scales from
+            sys.exit(f"error: {spec.name}: optim.{spec.optim.check()[0]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_schedules(specs, args.target).savefig(args.out, dpi=DPI)
     for spec in specs:

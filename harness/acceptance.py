@@ -279,7 +279,7 @@ def auto_micro_batch(device: torch.device) -> dict:
     model = GPT(ModelConfig(preset="gpt2")).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    chosen = choose_micro_batch(model, 2**19, 2**19, 1024, env, autocast(device, "auto"))
+    chosen, _ = choose_micro_batch(model, 2**19, 2**19, 1024, env, autocast(device, "auto"))
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     del model
     return {"chosen": chosen, "probe_peak_memory_gb": None if peak is None else round(peak, 2),

@@ -2,9 +2,10 @@
 
 The probe runs a real forward and backward at each candidate size, largest first, and keeps the
 first one whose peak memory plus the optimizer state still to come (AdamW: two fp32 moments per
-parameter) stays under a safety margin of the device's memory. Candidates divide the sequences each
-rank must process per step, so gradient accumulation keeps the global batch exact. All ranks take
-the smallest size any of them found.
+parameter) stays under `train.memory_fraction` of the device's memory (the rest is headroom for the
+allocator's fragmentation, evaluation and NCCL's buffers). Candidates divide the sequences each rank
+must process per step, so gradient accumulation keeps the global batch exact, and are at most
+`train.max_micro_batch` when set. All ranks take the smallest size any of them found.
 """
 
 import contextlib
@@ -16,7 +17,6 @@ import torch.distributed as dist
 
 from harness.distributed import DistEnv
 
-SAFETY = 0.85  # use at most this fraction of the device's memory
 CPU_FALLBACK = 8  # no memory to probe on CPU: a size that suits a CPU step
 
 
@@ -26,50 +26,67 @@ def candidates(sequences_per_rank: int) -> list[int]:
 
 
 def choose_micro_batch(model: torch.nn.Module, batch_tokens: int, val_tokens: int, seq_len: int, env: DistEnv,
-                       autocast: contextlib.AbstractContextManager) -> int:
-    """Sizes divide the per-rank sequences of a training step and of a validation pass (if any)."""
+                       autocast: contextlib.AbstractContextManager, memory_fraction: float = 0.85,
+                       max_micro_batch: int = 0) -> tuple[int, dict]:
+    """The size, and what it was chosen from (for the run's log). Sizes divide the per-rank sequences of a
+    training step and of a validation pass (if any), and are at most max_micro_batch (0: no cap)."""
     per_rank = batch_tokens // (seq_len * env.world_size)
-    sizes = candidates(math.gcd(per_rank, val_tokens // (seq_len * env.world_size)))
+    cap = max_micro_batch or per_rank
+    sizes = [b for b in candidates(math.gcd(per_rank, val_tokens // (seq_len * env.world_size))) if b <= cap]
     if env.device.type != "cuda":
         chosen = next(b for b in sizes if b <= CPU_FALLBACK)
         if env.is_main:
             print(f"micro_batch=auto probes GPU memory; on {env.device.type} it falls back to {chosen} "
-                  f"(the largest divisor of {per_rank} sequences per rank up to {CPU_FALLBACK})", file=sys.stderr)
-        return chosen
+                  f"(the largest divisor of {per_rank} sequences per rank up to {min(cap, CPU_FALLBACK)})",
+                  file=sys.stderr)
+        return chosen, {"micro_batch": chosen, "device": env.device.type, "fallback": CPU_FALLBACK,
+                        "max_micro_batch": max_micro_batch or None}
     total = torch.cuda.get_device_properties(env.device).total_memory
     optimizer_bytes = 2 * 4 * sum(p.numel() for p in model.parameters())
-    chosen = 0
+    budget = memory_fraction * total - optimizer_bytes
+    chosen, peak, too_big = 0, None, []
     for b in sizes:
-        if _fits(model, b, seq_len, env.device, autocast, budget=SAFETY * total - optimizer_bytes):
+        ok, peak = _fits(model, b, seq_len, env.device, autocast, budget)
+        if ok:
             chosen = b
             break
+        too_big.append(b)
     if env.distributed:  # every rank must use the same size
         t = torch.tensor([chosen if chosen else per_rank + 1], device=env.device)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         chosen = int(t.item()) if int(t.item()) <= per_rank else 0
     if not chosen:
-        raise RuntimeError(f"micro_batch=auto: not even one sequence of {seq_len} tokens fits in GPU memory")
+        raise RuntimeError(f"micro_batch=auto: not even one sequence of {seq_len} tokens fits in "
+                           f"train.memory_fraction={memory_fraction} of GPU memory ({total / 1e9:.1f} GB)")
+    gb = lambda x: None if x is None else round(x / 1e9, 3)
+    info = {"micro_batch": chosen, "device": torch.cuda.get_device_name(env.device), "device_memory_gb": gb(total),
+            "memory_fraction": memory_fraction, "budget_gb": gb(budget), "optimizer_gb": gb(optimizer_bytes),
+            "peak_memory_gb": gb(peak), "too_big": too_big, "max_micro_batch": max_micro_batch or None}
     if env.is_main:
         print(f"micro_batch=auto: {chosen} sequences x {seq_len} tokens fit ({per_rank // chosen} micro-steps "
-              f"per step); stored in the run's config.json", file=sys.stderr)
-    return chosen
+              f"per step; probe peak {info['peak_memory_gb']} GB + optimizer {info['optimizer_gb']} GB of "
+              f"{memory_fraction:.0%} x {info['device_memory_gb']} GB); stored in the run's config.json",
+              file=sys.stderr)
+    return chosen, info
 
 
 def _fits(model: torch.nn.Module, batch: int, seq_len: int, device: torch.device,
-          autocast: contextlib.AbstractContextManager, budget: float) -> bool:
+          autocast: contextlib.AbstractContextManager, budget: float) -> tuple[bool, float | None]:
+    """Whether a training step at `batch` stays within `budget` bytes, and its measured peak (None: OOM)."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
+    peak = None
     try:
         x = torch.zeros((batch, seq_len), dtype=torch.long, device=device)  # values do not change memory use
         with autocast:
             _, loss = model(x, x)
         loss.backward()
         torch.cuda.synchronize(device)
-        ok = torch.cuda.max_memory_allocated(device) <= budget
+        peak = torch.cuda.max_memory_allocated(device)
     except torch.cuda.OutOfMemoryError:
-        ok = False
+        pass
     finally:
         model.zero_grad(set_to_none=True)
         loss = x = None
         torch.cuda.empty_cache()
-    return ok
+    return peak is not None and peak <= budget, peak

@@ -23,6 +23,7 @@ import simple_parsing
 from simple_parsing.helpers.serialization import from_dict, to_dict
 from simple_parsing.utils import flatten_join
 
+from harness import pretrained
 from harness.checkpoint import CheckpointConfig
 from harness.cluster import ClusterConfig
 from harness.data import DataConfig, DataError, load_manifest
@@ -39,6 +40,8 @@ class TrainConfig:
 
     batch_tokens: int = 524_288  # tokens per optimizer step over all ranks (2**19, GPT-3's ~0.5M)
     micro_batch: int | Literal["auto"] = 64  # sequences per rank per pass ("auto": largest that fits the GPU)
+    memory_fraction: float = 0.85  # micro_batch="auto": the share of GPU memory a training step may plan for
+    max_micro_batch: int = 0  # micro_batch="auto": never more sequences per pass than this (0: no cap; CPU too)
     seq_len: int = 1024  # tokens per sequence (T)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when torch sees a GPU
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # process-group backend (auto: NCCL on GPU, gloo on CPU)
@@ -57,6 +60,8 @@ class TrainConfig:
         return [msg for bad, msg in [
             (self.batch_tokens <= 0, f"batch_tokens: must be positive, got {self.batch_tokens}"),
             (mb != "auto" and mb <= 0, f"micro_batch: must be positive or 'auto', got {mb}"),
+            (not 0 < self.memory_fraction <= 1, f"memory_fraction: must be in (0, 1], got {self.memory_fraction}"),
+            (self.max_micro_batch < 0, f"max_micro_batch: must be >= 0 (0 = no cap), got {self.max_micro_batch}"),
             (self.seq_len <= 0, f"seq_len: must be positive, got {self.seq_len}"),
             (self.stop_check_every <= 0, f"stop_check_every: must be positive, got {self.stop_check_every}"),
             (self.max_restarts < 0, f"max_restarts: must be >= 0, got {self.max_restarts}"),
@@ -210,12 +215,16 @@ def override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentPa
 
 
 def resolve(exp: Experiment) -> Experiment:
-    """Fill in what defaults to something else (run dir, model sizes from the preset)."""
+    """Fill in what defaults to something else (run dir, model sizes from the preset) and what is derived
+    (the learning rates after optim.lr_scaling). Resolving twice changes nothing."""
     try:
         model = exp.model.resolved()
     except ValueError as e:
         raise SpecError(str(e)) from None
-    return dataclasses.replace(exp, run_dir=exp.run_dir or f"log/{exp.name}", model=model)
+    optim = exp.optim
+    if (lrs := optim.scaled(exp.schedule.min_lr, exp.train.batch_tokens)) is not None:
+        optim = dataclasses.replace(optim, scaled_lr=lrs[0], scaled_min_lr=lrs[1])
+    return dataclasses.replace(exp, run_dir=exp.run_dir or f"log/{exp.name}", model=model, optim=optim)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -242,6 +251,11 @@ def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
              f"batch_tokens: {t.batch_tokens:,} is not divisible by {what} = {numbers} = {per_pass:,}"),
         ] if bad],
         "schedule": [] if 0 <= s.min_lr <= o.lr else [f"min_lr: must be in [0, optim.lr={o.lr}], got {s.min_lr}"],
+        "optim": [f"{name}: {value} is derived (optim.lr and schedule.min_lr after optim.lr_scaling={o.lr_scaling!r} "
+                  f"at train.batch_tokens={t.batch_tokens:,}: {want}); set those instead"
+                  for name, value, want in zip(("scaled_lr", "scaled_min_lr"), (o.scaled_lr, o.scaled_min_lr),
+                                               o.scaled(s.min_lr, t.batch_tokens) or (None, None), strict=True)
+                  if value is not None and value != want],
         "eval": [] if not e.val_every or per_pass <= 0 or (e.val_tokens > 0 and e.val_tokens % per_pass == 0) else [
             f"val_tokens: {e.val_tokens:,} must be a positive multiple of {what} = {per_pass:,}"],
     }
@@ -252,6 +266,9 @@ def validate(exp: Experiment, world_size: int, check_data: bool = True) -> None:
             errors += [f"{f.name}.{problem}" for problem in part.check() + across.get(f.name, [])]
     if check_data and not errors:
         errors += _check_data(exp, per_pass)
+    if check_data and not errors and exp.model.init_from and RunDir(exp.run_dir).newest_checkpoint_step() is None:
+        # Only a fresh run reads its source: once it has a checkpoint of its own, that wins.
+        errors += [f"model.{problem}" for problem in pretrained.check(exp.model)]
     if errors:
         raise SpecError("\n".join(errors))
 
@@ -263,8 +280,9 @@ def _check_data(exp: Experiment, per_pass: int) -> list[str]:
         return [f"data.dir: {e}"]
     errors = []
     vocab = manifest["tokenizer"]["vocab_size"]
-    if vocab > exp.model.vocab_size:
-        errors.append(f"model.vocab_size: {exp.model.vocab_size} is smaller than the data's vocabulary ({vocab})")
+    if vocab > exp.model.predicted_vocab:
+        field = "unpadded_vocab" if exp.model.unpadded_vocab else "vocab_size"
+        errors.append(f"model.{field}: {exp.model.predicted_vocab} is smaller than the data's vocabulary ({vocab})")
     train = manifest["splits"].get("train", {}).get("tokens", 0)
     if train < per_pass + 1:
         errors.append(f"data.dir: {exp.data.dir} has {train:,} train tokens, fewer than one batch ({per_pass:,})")

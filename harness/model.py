@@ -31,6 +31,12 @@ class ModelConfig:
     vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128: faster matmuls, same model
     dropout: float = 0.0  # dropout on attention, residual and embeddings (0 for pretraining)
     bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    # The tokenizer's vocabulary inside the padded vocab_size: logits of ids at or above it are -inf, so the
+    # padded rows take no probability mass (0: none masked). 50257 when init_from has OpenAI's vocabulary.
+    unpadded_vocab: int = 0
+    # Start from pretrained weights (a fresh run only; its own checkpoints win): a HuggingFace GPT-2
+    # directory, another run's directory (its newest checkpoint) or a checkpoint directory. Empty: random.
+    init_from: str = ""
 
     def sizes(self) -> dict[str, int | None]:
         """n_layer, n_head and n_embd, each the field's value or else the preset's."""
@@ -52,7 +58,15 @@ class ModelConfig:
             problems.append(f"n_embd: {sizes['n_embd']} is not divisible by model.n_head={sizes['n_head']}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.unpadded_vocab <= self.vocab_size:
+            problems.append(f"unpadded_vocab: must be in [0, model.vocab_size={self.vocab_size}], got "
+                            f"{self.unpadded_vocab}")
         return problems
+
+    @property
+    def predicted_vocab(self) -> int:
+        """How many token ids the model can predict: the unpadded vocabulary, or all of vocab_size."""
+        return self.unpadded_vocab or self.vocab_size
 
     def resolved(self) -> "ModelConfig":
         """A copy with every size filled in from the preset; raises ValueError naming the field."""
@@ -144,6 +158,13 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))
+        if self.config.unpadded_vocab < self.config.vocab_size and self.config.unpadded_vocab:
+            # The padded rows share the tied embedding, so no weight can make their logits small for every
+            # hidden state (a zero row still scores 0, e^0 each in the softmax; GPT-2's head has no bias).
+            # -inf does: those ids take exactly no probability mass and get no gradient, and the matmul
+            # keeps its padded, faster width. A model started from OpenAI's 50,257 rows then computes
+            # OpenAI's loss exactly (in-place is safe: the matmul's backward does not need its output).
+            logits[..., self.config.unpadded_vocab:] = float("-inf")
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
@@ -195,11 +216,8 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
-def load_hf_gpt2(path: str | Path) -> GPT:
-    """A GPT-2 from a HuggingFace directory (config.json + model.safetensors or pytorch_model.bin).
-
-    The vocabulary stays at 50257 (no padding) so the logits match the original exactly.
-    """
+def hf_gpt2_config(path: str | Path) -> ModelConfig:
+    """The shape of the GPT-2 in a HuggingFace directory, from its config.json alone (no weights read)."""
     path = Path(path)
     try:
         hf = json.loads((path / "config.json").read_text())
@@ -211,8 +229,13 @@ def load_hf_gpt2(path: str | Path) -> GPT:
         raise ValueError(f"{path}/config.json: activation {hf['activation_function']!r} is not GPT-2's")
     if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
         raise ValueError(f"{path}/config.json: attention variants are not supported")
-    cfg = ModelConfig(preset=None, n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                      block_size=hf["n_positions"], vocab_size=hf["vocab_size"], dropout=0.0, bias=True)
+    return ModelConfig(preset=None, n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                       block_size=hf["n_positions"], vocab_size=hf["vocab_size"], dropout=0.0, bias=True)
+
+
+def hf_gpt2_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The weights of a HuggingFace GPT-2 directory under this module's names and layouts."""
+    path = Path(path)
     if (path / "model.safetensors").exists():
         from safetensors.torch import load_file
 
@@ -221,21 +244,35 @@ def load_hf_gpt2(path: str | Path) -> GPT:
         sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(f"{path}: neither model.safetensors nor pytorch_model.bin")
-
-    model = GPT(cfg)
-    ours = model.state_dict()
-    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
-    for key, target in ours.items():
-        name = key.removeprefix("transformer.")
-        if key == "lm_head.weight":
-            name = "lm_head.weight" if "lm_head.weight" in sd else "wte.weight"  # tied: often not saved
-        if name not in sd:
-            raise KeyError(f"{path}: no weight for {name}")
-        w = sd[name]
+    out = {}
+    for name, w in sd.items():
+        name = name.removeprefix("transformer.")
+        if name.endswith((".attn.bias", ".attn.masked_bias")):  # older files' causal-mask buffers, not weights
+            continue
         if name.endswith(_CONV1D):  # HF's Conv1D stores (in, out); nn.Linear wants (out, in)
             w = w.t()
-        if w.shape != target.shape:
-            raise ValueError(f"{path}: {name} has shape {tuple(w.shape)}, expected {tuple(target.shape)}")
-        with torch.no_grad():
-            target.copy_(w)  # state_dict() tensors share storage with the parameters
+        out[name if name == "lm_head.weight" else f"transformer.{name}"] = w
+    if "lm_head.weight" not in out and "transformer.wte.weight" in out:
+        out["lm_head.weight"] = out["transformer.wte.weight"]  # tied to the embedding: often not saved
+    return out
+
+
+def load_hf_gpt2(path: str | Path) -> GPT:
+    """A GPT-2 from a HuggingFace directory (config.json + model.safetensors or pytorch_model.bin).
+
+    The vocabulary stays at 50257 (no padding) so the logits match the original exactly.
+    """
+    model = GPT(hf_gpt2_config(path))
+    copy_weights(model, hf_gpt2_weights(path), str(path))
     return model
+
+
+def copy_weights(model: GPT, sd: dict[str, torch.Tensor], where: str) -> None:
+    """Copy `sd` (this module's names) into `model`; every tensor's shape must match."""
+    for key, target in model.state_dict().items():
+        if key not in sd:
+            raise KeyError(f"{where}: no weight for {key}")
+        if sd[key].shape != target.shape:
+            raise ValueError(f"{where}: {key} has shape {tuple(sd[key].shape)}, expected {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(sd[key])  # state_dict() tensors share storage with the parameters

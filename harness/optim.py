@@ -14,13 +14,21 @@ from torch import nn
 class OptimConfig:
     """AdamW settings (GPT-3 paper, table 2.1 and appendix B)."""
 
-    lr: float = 6e-4  # peak learning rate
+    lr: float = 6e-4  # peak learning rate (with lr_scaling: at base_batch_tokens)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW (beta1, beta2)
     eps: float = 1e-8  # AdamW epsilon
     weight_decay: float = 0.1  # applied to matrices and embedding tables (dim >= 2), never to biases or norms
     grad_clip: float = 1.0  # clip the global gradient norm to this (0: no clipping)
     fused: bool | None = None  # fused AdamW kernel (None: wherever the device supports it)
     zero1: bool = False  # shard optimizer state across data-parallel ranks (ZeRO stage 1)
+    # Scale lr and schedule.min_lr with the batch: by train.batch_tokens / base_batch_tokens ("linear": Goyal
+    # et al. 2017, for SGD) or its square root ("sqrt": Malladi et al. 2022, for Adam); "none": as given.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_tokens: int = 0  # tokens per step that lr and schedule.min_lr were tuned at (lr_scaling needs it)
+    # Derived by the spec's resolution, never set by hand: the peak and final learning rates that run
+    # (lr and schedule.min_lr after lr_scaling), written to the run's config.json.
+    scaled_lr: float | None = None
+    scaled_min_lr: float | None = None
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field."""
@@ -30,7 +38,22 @@ class OptimConfig:
             (self.eps <= 0, f"eps: must be positive, got {self.eps}"),
             (self.weight_decay < 0, f"weight_decay: must be >= 0, got {self.weight_decay}"),
             (self.grad_clip < 0, f"grad_clip: must be >= 0 (0 = off), got {self.grad_clip}"),
+            (self.base_batch_tokens < 0, f"base_batch_tokens: must be >= 0, got {self.base_batch_tokens}"),
+            (self.lr_scaling != "none" and self.base_batch_tokens == 0,
+             f"base_batch_tokens: lr_scaling={self.lr_scaling!r} scales from it; set the batch (tokens per step) "
+             "that optim.lr was tuned at"),
         ] if bad]
+
+    def scaled(self, min_lr: float, batch_tokens: int) -> tuple[float, float] | None:
+        """(peak, final) learning rates at `batch_tokens` per step after lr_scaling; None while
+        base_batch_tokens or batch_tokens is missing."""
+        if self.lr_scaling == "none":
+            return self.lr, min_lr
+        if self.base_batch_tokens <= 0 or batch_tokens <= 0:
+            return None
+        ratio = batch_tokens / self.base_batch_tokens
+        factor = ratio if self.lr_scaling == "linear" else math.sqrt(ratio)
+        return self.lr * factor, min_lr * factor
 
 
 @dataclass
@@ -51,16 +74,17 @@ class ScheduleConfig:
         ] if bad]
 
 
-def lr_at(step: int, lr: float, sched: ScheduleConfig) -> float:
-    """Learning rate of update `step` (0-based)."""
+def lr_at(step: int, lr: float, sched: ScheduleConfig, min_lr: float | None = None) -> float:
+    """Learning rate of update `step` (0-based), from peak `lr` to `min_lr` (default: sched.min_lr)."""
+    min_lr = sched.min_lr if min_lr is None else min_lr
     if step < sched.warmup:
         return lr * (step + 1) / sched.warmup
     if sched.decay == "constant" or step >= sched.steps:
-        return lr if sched.decay == "constant" else sched.min_lr
+        return lr if sched.decay == "constant" else min_lr
     progress = (step - sched.warmup) / max(1, sched.steps - sched.warmup)
     if sched.decay == "linear":
-        return lr + (sched.min_lr - lr) * progress
-    return sched.min_lr + 0.5 * (lr - sched.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return lr + (min_lr - lr) * progress
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -42,6 +42,7 @@ from harness.model import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.nonfinite import NonFiniteError, NonFiniteGuard, refuse_to_replay
 from harness.optim import build_optimizer, lr_at, set_lr
 from harness.preempt import StopRequest
+from harness.pretrained import load_pretrained
 from harness.run_dir import RunDir, read_jsonl
 
 EXCLUSION_TRIES = 3  # starts on a node the run had moved off, before the job gives up on Slurm excluding it
@@ -122,6 +123,7 @@ class Trainer:
     def __init__(self, exp: Experiment, env: distributed.DistEnv, stop: StopRequest):
         """Build everything the spec describes, then restore the newest checkpoint that loads."""
         self.env, self.stop, self.device = env, stop, env.device
+        exp = config.resolve(exp)  # a spec built in Python, too, runs the derived learning rates
         config.validate(exp, env.world_size)
         if exp.train.deterministic:
             # GPU kernels that reduce with atomics (embedding backward, some attention backward passes)
@@ -138,6 +140,7 @@ class Trainer:
         torch.manual_seed(exp.seed)
         self.model = GPT(exp.model).to(self.device)
         self.run_dir = RunDir(exp.run_dir)
+        self.auto_batch: dict | None = None  # what micro_batch="auto" chose, and from what (the start row)
         if exp.train.micro_batch == "auto":
             exp = self._resolve_micro_batch(exp)
         self.exp, tc = exp, exp.train
@@ -198,12 +201,14 @@ class Trainer:
                     config.validate(simple_parsing.replace(exp, {"train.micro_batch": stored}), self.env.world_size,
                                     check_data=False)
                     chosen = stored
+                    self.auto_batch = {"micro_batch": stored, "from": str(self.run_dir.config)}
                 except SpecError:
                     pass  # the batch or world size changed since: probe again
         if chosen is None:
             tc = exp.train
-            chosen = choose_micro_batch(self.model, tc.batch_tokens, exp.eval.val_tokens if exp.eval.val_every
-                                        else tc.batch_tokens, tc.seq_len, self.env, self.autocast)
+            chosen, self.auto_batch = choose_micro_batch(
+                self.model, tc.batch_tokens, exp.eval.val_tokens if exp.eval.val_every else tc.batch_tokens,
+                tc.seq_len, self.env, self.autocast, tc.memory_fraction, tc.max_micro_batch)
         exp = simple_parsing.replace(exp, {"train.micro_batch": chosen})
         config.validate(exp, self.env.world_size)
         return exp
@@ -215,6 +220,8 @@ class Trainer:
         rank's reader and random streams. Returns its path (None: a fresh start)."""
         found = load_latest(self.run_dir.checkpoints, self.env.rank, self.env.world_size, self.exp.data.reshard)
         if found is None:
+            if self.exp.model.init_from:  # a finetune's first start: only the weights; optimizer and data afresh
+                load_pretrained(self.model)
             return None
         path, ckpt = found
         saved = config.from_json(json.dumps(ckpt["meta"]["spec"]), str(path))
@@ -312,7 +319,7 @@ class Trainer:
                 loss.backward()
             loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.exp.optim.grad_clip or math.inf)
-        lr = lr_at(self.state.step, self.exp.optim.lr, self.exp.schedule)
+        lr = lr_at(self.state.step, self.exp.optim.scaled_lr, self.exp.schedule, self.exp.optim.scaled_min_lr)
         if self.guard.allows_update(norm, self.state.step + 1):
             set_lr(self.optimizer, lr)
             self.optimizer.step()
@@ -452,11 +459,18 @@ class Trainer:
                        hosts=self.hosts, job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
                        node_env=self.node_env, checkpoint_plan=self.save_plan,
                        checkpoint=str(self.resumed_from) if self.resumed_from else None,
+                       init_from=None if self.resumed_from else exp.model.init_from or None,  # weights loaded from it
+                       auto_micro_batch=self.auto_batch, lr_scaling=exp.optim.lr_scaling,
+                       peak_lr=exp.optim.scaled_lr, min_lr=exp.optim.scaled_min_lr,
                        spec_changes=config.describe(self.spec_changes) or None)
-        what = f"resumed from {self.resumed_from}" if self.resumed_from else "starting from scratch"
+        what = f"resumed from {self.resumed_from}" if self.resumed_from else \
+            f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
         self.print(f"{exp.name}: {what} at step {self.state.step}/{exp.schedule.steps} (restart {self.restart}); "
                    f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
                    f"per step, {tc.batch_tokens:,} tokens/step")
+        if exp.optim.lr_scaling != "none":
+            self.print(f"lr_scaling={exp.optim.lr_scaling} from {exp.optim.base_batch_tokens:,} to {tc.batch_tokens:,} "
+                       f"tokens/step: peak lr {exp.optim.scaled_lr:.3g}, min lr {exp.optim.scaled_min_lr:.3g}")
         if self.spec_changes:
             self.print(f"spec changed since the last start: {config.describe(self.spec_changes)}")
 

@@ -220,7 +220,7 @@ def test_help_lists_the_fields_with_their_docs() -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = " ".join(proc.stdout.split())  # argparse wraps to the terminal width
-    assert "--optim.lr float peak learning rate (default: 0.002)" in text  # the experiment's value
+    assert "--optim.lr float peak learning rate (with lr_scaling: at base_batch_tokens) (default: 0.002)" in text
     assert "--schedule.warmup int steps of linear warmup from lr/warmup to lr (default: 30)" in text
     assert "--schedule.min_lr float learning rate at the end of the decay" in text
     assert "--train.device {auto,cpu,cuda}" in text
@@ -243,7 +243,8 @@ def test_cli_reloads_a_run_directory(spec: Experiment, tmp_path: Path) -> None:
     RunDir(saved.run_dir).init(saved)
     assert config.parse_cli([str(tmp_path / "run")], "prog") == [saved]
     (exp,) = config.parse_cli([str(tmp_path / "run"), "--optim.lr", "1e-3"], "prog")
-    assert exp == change(saved, **{"optim.lr": 1e-3})
+    assert exp == config.resolve(change(saved, **{"optim.lr": 1e-3}))  # the derived optim.scaled_lr too
+    assert exp.optim.scaled_lr == 1e-3
     with pytest.raises(SpecError, match="no config.json"):
         config.parse_cli([str(tmp_path)], "prog")
 
