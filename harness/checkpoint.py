@@ -295,11 +295,11 @@ def load(path: Path, rank: int, world_size: int, reshard: bool = False) -> dict:
     mine = path / rank_file(rank if meta["world_size"] == world_size else 0)
     if not mine.exists():
         raise CheckpointError(f"{mine}: missing rank state")
-    return {"meta": meta, "model": _load_file(path / "model.pt"), "optim": _load_file(path / "optim.pt"),
-            "rank": _load_file(mine)}
+    return {"meta": meta, "model": load_file(path / "model.pt"), "optim": load_file(path / "optim.pt"),
+            "rank": load_file(mine)}
 
 
-def _load_file(path: Path) -> object:
+def load_file(path: Path) -> object:
     """torch.load, after checking the CRC32 that torch.save stores for every record of its zip archive:
     torch.load does not check them, and returns a tensor with corrupted bytes as if it were sound."""
     try:
@@ -316,7 +316,7 @@ def _load_file(path: Path) -> object:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
 
-def _newest_that_loads(root: Path, load_one: Callable[[Path], T]) -> tuple[Path, T] | None:
+def newest_that_loads(root: Path, load_one: Callable[[Path], T]) -> tuple[Path, T] | None:
     """`load_one` of the newest checkpoint under `root` for which it succeeds; corrupt or incomplete
     newer ones are skipped with a warning. A layout error is the user's decision, not skipped."""
     for path in reversed(list_checkpoints(root)):
@@ -331,7 +331,7 @@ def _newest_that_loads(root: Path, load_one: Callable[[Path], T]) -> tuple[Path,
 
 def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -> tuple[Path, dict] | None:
     """What a rank needs to resume from the newest checkpoint that loads."""
-    return _newest_that_loads(root, lambda path: load(path, rank, world_size, reshard))
+    return newest_that_loads(root, lambda path: load(path, rank, world_size, reshard))
 
 
 def is_huggingface_dir(path: Path) -> bool:
@@ -351,10 +351,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple["t
         return model.to(device).eval(), {"source": "huggingface", "path": str(path), "step": None}
 
     def weights(ckpt: Path) -> tuple[dict, dict]:
-        return read_meta(ckpt), _load_file(ckpt / "model.pt")  # the optimizer state is not needed
+        return read_meta(ckpt), load_file(ckpt / "model.pt")  # the optimizer state is not needed
 
     root = RunDir(path).checkpoints
-    found = (path, weights(path)) if (path / "meta.json").exists() else _newest_that_loads(root, weights)
+    found = (path, weights(path)) if (path / "meta.json").exists() else newest_that_loads(root, weights)
     if found is None:
         raise CheckpointError(f"{path}: no valid checkpoint under {root} (nor a HuggingFace GPT-2 dir)")
     ckpt, (meta, state) = found

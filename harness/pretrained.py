@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from harness.checkpoint import CheckpointError, _load_file, _newest_that_loads, is_huggingface_dir, read_meta
+from harness.checkpoint import CheckpointError, is_huggingface_dir, load_file, newest_that_loads, read_meta
 from harness.model import GPT, ModelConfig, copy_weights, hf_gpt2_config, hf_gpt2_weights
 from harness.run_dir import RunDir
 
@@ -70,7 +70,7 @@ def load_pretrained(model: GPT) -> None:
     if is_huggingface_dir(path):
         weights, where = hf_gpt2_weights(path), str(path)
     else:
-        ckpt, weights = _checkpoint(path, lambda p: _load_file(p / "model.pt"))
+        ckpt, weights = _checkpoint(path, lambda p: load_file(p / "model.pt"))
         where = str(ckpt)
     vocab = cfg.predicted_vocab
     weights = dict(weights)
@@ -88,4 +88,4 @@ def _checkpoint(path: Path, read: Callable[[Path], T]) -> tuple[Path, T] | None:
     """`read` of a checkpoint directory, or of a run directory's newest checkpoint for which it succeeds."""
     if (path / "meta.json").exists():
         return path, read(path)
-    return _newest_that_loads(RunDir(path).checkpoints, read)
+    return newest_that_loads(RunDir(path).checkpoints, read)
