@@ -506,7 +506,8 @@ class Trainer:
             "ledger": ledger(self.run_dir.metrics_rows(), read_jsonl(self.run_dir.jobs)).to_dict(),
         }
         self.run_dir.write_summary(summary)
-        self.print("summary: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+        shown = {k: v for k, v in summary.items() if k != "ledger"} | {"goodput": f"{summary['ledger']['goodput']:.1%}"}
+        self.print("summary: " + ", ".join(f"{k}={v}" for k, v in shown.items()))  # summary.json has the ledger
 
     def record_error(self, e: BaseException) -> None:
         """The error in the run's records (every rank), and a stop row saying why (rank 0)."""
