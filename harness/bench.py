@@ -382,12 +382,13 @@ def bench_comm(args: argparse.Namespace) -> dict:
     sizes = tuple(args.min_bytes * 4**i for i in range(64) if args.min_bytes * 4**i <= args.max_bytes)
     measured = allreduce(env, sizes, iters=args.steps)
     figures = {"backend": env.backend, "world_size": env.world_size,
-               "sizes": [{"bytes": size, "us": round(m["seconds"] * 1e6, 1), "algbw_gbps": round(m["algbw"], 3),
-                          "busbw_gbps": round(m["busbw"], 3)} for size, m in measured.items()]}
+               # Four significant figures: a small message over a slow link is well under 0.001 GB/s.
+               "sizes": [{"bytes": size, "us": round(m["seconds"] * 1e6, 1), "algbw_gbps": float(f"{m['algbw']:.4g}"),
+                          "busbw_gbps": float(f"{m['busbw']:.4g}")} for size, m in measured.items()]}
     rows = [("", f"{'size (B)':>12} {'count':>10} {'type':>6} {'time (us)':>10} {'algbw (GB/s)':>13} "
                  f"{'busbw (GB/s)':>13}")]
-    rows += [("", f"{r['bytes']:>12,} {r['bytes'] // 4:>10,} {'float':>6} {r['us']:>10,.1f} {r['algbw_gbps']:>13.3f} "
-                  f"{r['busbw_gbps']:>13.3f}") for r in figures["sizes"]]
+    rows += [("", f"{r['bytes']:>12,} {r['bytes'] // 4:>10,} {'float':>6} {r['us']:>10,.1f} {r['algbw_gbps']:>13.4g} "
+                  f"{r['busbw_gbps']:>13.4g}") for r in figures["sizes"]]
     rows.append(("", f"all-reduce (sum) over {env.world_size} ranks, {env.backend}; busbw = algbw x 2(n-1)/n"))
     out = report("comm", figures, rows) if env.is_main else figures
     distributed.teardown(env)

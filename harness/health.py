@@ -150,6 +150,11 @@ FIGURES = {  # figure -> (ClusterConfig floor field, what it is, judged against 
 }
 
 
+def figure(value: float) -> float:
+    """Four significant figures: a CPU's TFLOP/s or a slow link's GB/s is well under 0.001."""
+    return float(f"{value:.4g}")
+
+
 def verdicts(records: list[dict], cfg: ClusterConfig) -> list[dict]:
     """One row per host: its worst rank's figures, and whether the host is bad and why. The all-reduce
     figure belongs to the whole allocation: below its floor it is reported on every host, but
@@ -162,8 +167,8 @@ def verdicts(records: list[dict], cfg: ClusterConfig) -> list[dict]:
         row = {"host": host, "ranks": [r["rank"] for r in rs]}
         for key in FIGURES:
             values = [r[key] for r in rs if r[key] is not None]
-            row[key] = round(min(values), 3) if values else None
-        row["busbw_gbps"] = {k: round(v, 3) for k, v in rs[0]["busbw_gbps"].items()}
+            row[key] = figure(min(values)) if values else None
+        row["busbw_gbps"] = {k: figure(v) for k, v in rs[0]["busbw_gbps"].items()}
         rows.append(row)
     for row in rows:
         reasons = []
