@@ -31,11 +31,12 @@ from scipy import stats
 from analysis.plots import colors, markdown, new_figure, positive_x, save, set_x
 from analysis.runs import Run, run_parser, runs_or_exit, summarize
 from harness.atomic import write_text
-from harness.config import Experiment, SpecError, diff, flatten
+from harness.config import DERIVED, Experiment, SpecError, diff, flatten
 from harness.run_dir import RunDir
 
 CONFIDENCE = 0.95
-IGNORED = ("name", "run_dir")  # differ between any two runs; never part of a group's identity
+# Differ between any two runs (name, run_dir) or follow from other fields: never part of a group's identity.
+IGNORED = ("name", "run_dir", *DERIVED)
 METRICS = ("final_val_loss", "best_val_loss")
 GROUP_COLUMNS = ["group", "metric", "n", "mean", "std", "min", "max", "ci95_low", "ci95_high"]
 PAIR_COLUMNS = ["metric", "a", "b", "n_a", "n_b", "mean_b_minus_a", "welch_t", "welch_df", "p_value", "hedges_g"]

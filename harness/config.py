@@ -214,6 +214,11 @@ def override_parser(prog: str, default: Experiment) -> simple_parsing.ArgumentPa
     return parser
 
 
+# Fields that resolve() derives from others: a difference in them is a difference in what they come
+# from, so comparisons of specs (analysis.compare's groups, the report's "differs in") leave them out.
+DERIVED = ("optim.scaled_lr", "optim.scaled_min_lr")
+
+
 def resolve(exp: Experiment) -> Experiment:
     """Fill in what defaults to something else (run dir, model sizes from the preset) and what is derived
     (the learning rates after optim.lr_scaling). Resolving twice changes nothing."""

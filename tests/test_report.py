@@ -192,8 +192,8 @@ def test_each_run_shows_its_differing_fields_state_and_sample(seed_sweep: dict, 
 
 
 def test_images_are_inline_and_links_reach_the_files(seed_sweep: dict, page: Path, dom: Dom) -> None:
-    # loss, throughput, lr (no HellaSwag in these runs) and the comparison.
-    assert len(dom.images) == 4
+    # loss, throughput, lr, ledger (no HellaSwag in these runs) and the comparison.
+    assert len(dom.images) == 5
     for src in dom.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix) and base64.b64decode(src[len(prefix):]).startswith(PNG)

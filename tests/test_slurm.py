@@ -113,9 +113,12 @@ def test_sbatch_script_survives_preemption(reference: dict, shakespeare_dir: Pat
     assert_resumed_from_saved_checkpoints(run_dir, stops_expected=1)
     assert train_losses(run_dir) == reference
     text = Path(str(log).replace("%j", job)).read_text()
-    assert "requeued job" in text or "DUE TO PREEMPTION" in text
-    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert "requeueing job" in text or "DUE TO PREEMPTION" in text
+    records = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    jobs = [j for j in records if j.get("event") != "step_end"]  # one record per start of the job
+    ends = [j["outcome"] for j in records if j.get("event") == "step_end"]  # and how each job step ended
     assert {j["job_id"] for j in jobs} == {job} and len(jobs) == 2 and jobs[0]["via"] == "sbatch"
+    assert ends == ["preempted", "finished"], ends
 
 
 def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -> None:
