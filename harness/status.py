@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from harness.ledger import ledger
-from harness.run_dir import RunDir, find_runs, read_jsonl
+from harness.run_dir import RunDir, find_runs, read_jsonl, run_state
 from harness.triage import classify
 
 COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "hellaswag", "tok/s", "eta",
@@ -34,10 +34,8 @@ def queue_state(job_id: str) -> str | None:
     return None
 
 
-def slurm_state(job_id: str) -> str | None:
-    """The job's state from squeue, or from sacct once it left the queue (if accounting exists)."""
-    if state := queue_state(job_id):
-        return state
+def accounting_state(job_id: str) -> str | None:
+    """The job's final state from sacct, once it left the queue (if accounting exists)."""
     if shutil.which("sacct"):
         out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
                              text=True)
@@ -82,12 +80,13 @@ def run_status(run: RunDir) -> dict:
     total = spec["schedule"]["steps"]
     step = max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0)
     job = run.last_job() or {}
-    queue = slurm_state(str(job["job_id"])) if job else None
-    state = queue or run.state().upper()
+    # In the queue (triage waits for it), else what accounting says of it, else what its own log says.
+    queue = queue_state(str(job["job_id"])) if job else None
+    state = queue or (accounting_state(str(job["job_id"])) if job else None) or run_state(rows).upper()
     error = None
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
-    failed = classify(run, queue)
+    failed = classify(run, queue, rows)
 
     train = [r for r in rows if r["kind"] == "train" and r["restart"] == last.get("start", {}).get("restart")]
     straggler = sustained_straggler(train, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)

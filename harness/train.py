@@ -484,7 +484,8 @@ class Trainer:
         if not self.env.is_main:
             return
         manifest = load_manifest(self.exp.data.dir)
-        starts = [r for r in self.run_dir.metrics_rows() if r["kind"] == "start"]
+        rows = self.run_dir.metrics_rows()
+        starts = [r for r in rows if r["kind"] == "start"]
         tc, last = self.exp.train, self.state.last
         summary = {
             "name": self.exp.name,
@@ -503,7 +504,7 @@ class Trainer:
             "devices": f"{self.env.world_size} x {_device_name(self.device)}",
             # Where the device-hours went, up to this stop (harness.status and analysis add what
             # happens after it: the allocation's last seconds).
-            "ledger": ledger(self.run_dir.metrics_rows(), read_jsonl(self.run_dir.jobs)).to_dict(),
+            "ledger": ledger(rows, read_jsonl(self.run_dir.jobs)).to_dict(),
         }
         self.run_dir.write_summary(summary)
         shown = {k: v for k, v in summary.items() if k != "ledger"} | {"goodput": f"{summary['ledger']['goodput']:.1%}"}
