@@ -15,10 +15,8 @@ import glob
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,9 +24,12 @@ import simple_parsing
 
 from harness import config
 from harness.checkpoint import is_huggingface_dir
+
+# TorchrunJob is what submitit pickles: it lives in harness.cluster so that a node's task imports no
+# torch (3 s of start-up on every node, every start); the name stays importable here for jobs queued
+# before it moved.
 from harness.cluster import (
-    ClusterConfig,
-    after_step,
+    TorchrunJob,
     head_node,
     job_fields,
     node_script,
@@ -41,66 +42,6 @@ from harness.run_dir import RunDir, find_runs
 from harness.status import queue_state, queued_job
 
 PROG = "python -m harness.submit"
-
-
-class TorchrunJob:
-    """What each node's Slurm task runs: the spec's set-up lines, then torchrun over a harness module
-    (the trainer on a run directory, which resumes by itself, an evaluation, or the preflight)."""
-
-    def __init__(self, module_args: list[str], cwd: str, cluster: ClusterConfig, max_restarts: int,
-                 run_dir: str | None = None):
-        self.module_args, self.cwd, self.run_dir = module_args, cwd, run_dir
-        self.cluster, self.max_restarts = cluster, max_restarts
-        self._proc: subprocess.Popen | None = None
-        self._done = threading.Event()
-
-    def __getstate__(self) -> dict:  # pickled by submitit at submission and again on requeue
-        return {k: v for k, v in self.__dict__.items() if k not in ("_proc", "_done")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _proc=None, _done=threading.Event())
-
-    def command(self, nnodes: int, head: str, job_id: str) -> list[str]:
-        return torchrun_command(self.cluster.nproc_per_node, self.max_restarts, self.module_args, nnodes, head, job_id)
-
-    def __call__(self) -> str:
-        import submitit
-
-        env = submitit.JobEnvironment()
-        # SLURM_JOB_ID is unique per array task (env.job_id reads "123_4" there).
-        cmd = self.command(env.num_nodes, env.hostnames[0], os.environ.get("SLURM_JOB_ID", env.job_id))
-        print(f"[harness] node {env.node}/{env.num_nodes} ({env.hostname}): {shlex.join(cmd)}", flush=True)
-        # torchrun's agent must survive USR2 (its default action is to die) and leave the signal to
-        # the workers, which Slurm signals directly; an ignored signal stays ignored across exec,
-        # and the trainer installs its own handler.
-        self._proc = subprocess.Popen(["bash", "-c", node_script(self.cluster, cmd)], cwd=self.cwd,
-                                      preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
-        threading.Thread(target=lambda: (self._proc.wait(), self._done.set()), daemon=True).start()
-        while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
-            pass
-        run = RunDir(Path(self.cwd) / self.run_dir) if self.run_dir else None
-        outcome = run.state() if run else None
-        # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
-        # workers saved and stopped cleanly: the run's own log says what happened.
-        if self._proc.returncode != 0 and outcome not in ("preempted", "excluded"):
-            where = f"; the run's error records are in {run.errors}" if run else ""
-            raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
-                               f"the failing rank's error is above{where}")
-        if run and env.global_rank == 0:
-            outcome = after_step(run, os.environ.get("SLURM_JOB_ID"))
-        return outcome or "done"
-
-    def checkpoint(self) -> "object":
-        """Called by submitit on task 0 when USR2 arrives: the workers got the signal too and are
-        saving; wait for them, then let submitit requeue this same job."""
-        import submitit
-
-        if self._proc is not None and not self._done.wait(timeout=max(10, self.cluster.signal_lead_s - 15)):
-            print("[harness] workers did not finish saving in time; the last periodic checkpoint will be used",
-                  flush=True)
-        if self.run_dir:  # submitit requeues the job and exits; this allocation ends here (the goodput ledger)
-            RunDir(Path(self.cwd) / self.run_dir).record_job(event="step_end", job_id=os.environ.get("SLURM_JOB_ID"))
-        return submitit.helpers.DelayedSubmission(self)
 
 
 # ----------------------------------------------------------------------------- checks before queueing

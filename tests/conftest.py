@@ -14,7 +14,7 @@ import pytest
 from harness.prepare import prepare
 from harness.sources import shakespeare
 from tests.helpers import REPO, SWEEP_LRS, SWEEP_SEEDS, finish, harness, launch, sweep_args, train_args
-from tests.slurm_helpers import SLURM_ENV, SLURM_STATE
+from tests.slurm_helpers import SLURM_ENV, SLURM_STATE, TINY
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,6 +84,15 @@ def slurm_cluster() -> Path:
     if os.environ.get("HARNESS_KEEP_SLURM") != "1":
         subprocess.run(["bash", str(REPO / "scripts/local_slurm/stop.sh"), str(SLURM_STATE), "--purge"],
                        timeout=300)
+
+
+@pytest.fixture(scope="session")
+def reference_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run every Slurm run of the tiny GPT must match bit for bit: slurm_tiny()'s
+    steps, 2 ranks of 1 thread each, as in the Slurm jobs (one per node)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    harness("harness.train", *train_args(run_dir, shakespeare_dir, *TINY), nproc=2)
+    return run_dir
 
 
 # ----------------------------------------------------------------------------- hellaswag

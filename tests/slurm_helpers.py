@@ -122,14 +122,29 @@ def slowed(pids: list[int], hogs: int = 5) -> Iterator[None]:
             subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)], capture_output=True)
 
 
+def node_processes(node: str) -> list[psutil.Process]:
+    """Every process running on `node`: its slurmd and all it started, job steps included (slurmstepd
+    leaves slurmd's process tree, but not the node's own UTS namespace, where its hostname is set)."""
+    uts = os.readlink(f"/proc/{slurmd_pid(node)}/ns/uts")
+    if uts == os.readlink("/proc/self/ns/uts"):
+        raise RuntimeError(f"{node} shares this host's UTS namespace ('unshare --uts' was refused): its processes "
+                           "cannot be told apart from the other nodes'")
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{p.pid}/ns/uts") == uts:
+                found.append(p)
+    return found
+
+
 def kill_node(node: str) -> None:
-    """The node dies: Slurm is told it is down, and its slurmd and everything that runs on it are
-    killed at once (a node that lost power takes its processes with it)."""
-    run("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=harness-test")
-    slurmd = psutil.Process(slurmd_pid(node))
-    for p in [slurmd, *slurmd.children(recursive=True)]:
+    """The node dies: everything that runs on it is killed at once (a node that lost power takes its
+    processes with it), then Slurm is told it is down, as a health check or an admin would."""
+    for p in node_processes(node):
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    # Only now: a slurmd still alive could register again and bring the node back (ReturnToService=2).
+    run("scontrol", "update", f"NodeName={node}", "State=DOWN", "Reason=harness-test")
 
 
 def restore_nodes() -> None:

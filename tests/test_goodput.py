@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
 def test_the_ledger_of_a_run_interrupted_twice_adds_up(shakespeare_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = harness_submit(*train_args(run_dir, shakespeare_dir, *slurm_tiny(40)), *CLUSTER, "--train.max_restarts",
+    out = harness_submit(*train_args(run_dir, shakespeare_dir, *slurm_tiny()), *CLUSTER, "--train.max_restarts",
                          "1", "--eval.val_every", "10", "--eval.val_tokens", "4096").stdout
     job = re.search(r"job (\d+)", out).group(1)
     logs = run_dir / "slurm"

@@ -21,29 +21,20 @@ from harness.run_dir import RunDir, read_jsonl
 from tests.helpers import harness, last_step, rows, train_args, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
+    STEPS,
+    TINY,
     harness_submit,
     kill_node,
     queued,
     restore_nodes,
     run,
     slowed,
-    slurm_tiny,
     slurmd_pid,
     wait_until,
     worker_pid,
 )
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
-STEPS = 40
-TINY = slurm_tiny(STEPS)
-
-
-@pytest.fixture(scope="module")
-def reference(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run that never saw a bad node: 2 ranks of 1 thread each, as in the Slurm jobs."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    harness("harness.train", *train_args(run_dir, shakespeare_dir, *TINY), nproc=2)
-    return run_dir
 
 
 def job_field(job: str, name: str) -> str:
@@ -59,7 +50,7 @@ def hosts_of_starts(run_dir: Path) -> list[set[str]]:
     return [set(s["hosts"]) for s in rows(run_dir, "start")]
 
 
-def assert_moved_off_n2(run_dir: Path, job: str, reference: Path, reason: str) -> None:
+def assert_moved_off_n2(run_dir: Path, job: str, reference_run: Path, reason: str) -> None:
     """The run stopped once on n1+n2 to move off n2, was requeued without it, and finished on n1+n3
     with every loss of the reference run."""
     starts, stops = hosts_of_starts(run_dir), rows(run_dir, "stop")
@@ -68,12 +59,12 @@ def assert_moved_off_n2(run_dir: Path, job: str, reference: Path, reason: str) -
     (exclusion,) = read_jsonl(RunDir(run_dir).exclusions)
     assert exclusion["hosts"] == ["n2"] and exclusion["reason"] == reason and exclusion["job_id"] == job
     assert job_field(job, "ExcNodeList") == "n2"  # kept by Slurm for any later requeue
-    assert train_losses(run_dir) == train_losses(reference)
+    assert train_losses(run_dir) == train_losses(reference_run)
     status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert status["state"] == "FINISHED" and status["excluded"] == ["n2"]
 
 
-def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference: Path, shakespeare_dir: Path,
+def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference_run: Path, shakespeare_dir: Path,
                                                                    tmp_path: Path) -> None:
     run_dir, marks = tmp_path / "run", tmp_path / "setup-ran"
     setup = ["--cluster.setup", f"echo $SLURMD_NODENAME >> {marks}", "--cluster.env", "HARNESS_MARK=on every node"]
@@ -83,7 +74,7 @@ def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference: Pa
         wait_until("the exclusion of n2", lambda: RunDir(run_dir).excluded_hosts(), logs=run_dir / "slurm")
     wait_until("the run to finish", lambda: finished(run_dir, job), timeout=400, logs=run_dir / "slurm")
 
-    assert_moved_off_n2(run_dir, job, reference, "preflight")
+    assert_moved_off_n2(run_dir, job, reference_run, "preflight")
     first = [r for r in rows(run_dir, "preflight") if r["restart"] == 0]
     verdict = {r["host"]: r for r in first}
     assert set(verdict) == {"n1", "n2"} and verdict["n1"]["verdict"] == "ok" and verdict["n2"]["verdict"] == "bad"
@@ -97,7 +88,7 @@ def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference: Pa
         assert start["node_env"] == {h: {"HARNESS_MARK": "on every node"} for h in start["hosts"]}
 
 
-def test_the_sbatch_script_leaves_a_degraded_node_behind_too(reference: Path, shakespeare_dir: Path,
+def test_the_sbatch_script_leaves_a_degraded_node_behind_too(reference_run: Path, shakespeare_dir: Path,
                                                               tmp_path: Path) -> None:
     run_dir, marks = tmp_path / "run", tmp_path / "setup-ran"
     log = tmp_path / "slurm-%j.out"
@@ -108,13 +99,13 @@ def test_the_sbatch_script_leaves_a_degraded_node_behind_too(reference: Path, sh
         job = re.search(r"job (\d+)", out).group(1)
         wait_until("the exclusion of n2", lambda: RunDir(run_dir).excluded_hosts(), logs=tmp_path)
     wait_until("the run to finish", lambda: finished(run_dir, job), timeout=400, logs=tmp_path)
-    assert_moved_off_n2(run_dir, job, reference, "preflight")
+    assert_moved_off_n2(run_dir, job, reference_run, "preflight")
     text = Path(str(log).replace("%j", job)).read_text()
     assert f"requeueing job {job} excluding n2" in text and "training step ended: exit 0, run finished" in text
     assert sorted(set(marks.read_text().split())) == ["n1", "n2", "n3"]
 
 
-def test_a_node_that_dies_mid_run_is_left_behind(reference: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
+def test_a_node_that_dies_mid_run_is_left_behind(reference_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     out = harness_submit(*train_args(run_dir, shakespeare_dir, *TINY), *CLUSTER).stdout
     job = re.search(r"job (\d+)", out).group(1)
@@ -128,13 +119,13 @@ def test_a_node_that_dies_mid_run_is_left_behind(reference: Path, shakespeare_di
         restore_nodes()
     starts = hosts_of_starts(run_dir)
     assert starts[-1] == {"n1", "n3"}, starts
-    assert train_losses(run_dir) == train_losses(reference)
+    assert train_losses(run_dir) == train_losses(reference_run)
     final = f"checkpoints/step_{STEPS:08d}/model.pt"
-    a, b = (torch.load(d / final, weights_only=True) for d in (reference, run_dir))
+    a, b = (torch.load(d / final, weights_only=True) for d in (reference_run, run_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_straggler_is_named_and_moved_off(reference: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
+def test_a_straggler_is_named_and_moved_off(reference_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     out = harness_submit(*train_args(run_dir, shakespeare_dir, *TINY), *CLUSTER, "--cluster.straggler_ratio", "1.5",
                          "--cluster.straggler_steps", "8").stdout
@@ -161,7 +152,7 @@ def test_a_straggler_is_named_and_moved_off(reference: Path, shakespeare_dir: Pa
     starts, stops = hosts_of_starts(run_dir), rows(run_dir, "stop")
     assert starts[-1] == {"n1", "n3"} and stops[0]["reason"] == "excluded"
     assert stops[0]["step"] == rows(run_dir, "start")[1]["step"]  # saved when it moved: nothing recomputed
-    assert train_losses(run_dir) == train_losses(reference)
+    assert train_losses(run_dir) == train_losses(reference_run)
 
 
 @pytest.mark.parametrize("nodes", [2, 3])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import harness, last_step, rows, train_args, train_losses
+from tests.helpers import harness, last_step, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
     REPO,
@@ -38,14 +38,6 @@ def assert_resumed_from_saved_checkpoints(run_dir: Path, stops_expected: int) ->
         assert start["step"] == stop["step"] and start["checkpoint"].endswith(f"step_{stop['step']:08d}")
     # two ranks on two distinct nodes of the three, every time
     assert all(len(set(s["hosts"])) == 2 and set(s["hosts"]) <= {"n1", "n2", "n3"} for s in starts), starts
-
-
-@pytest.fixture(scope="module")
-def reference_run(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The uninterrupted run: 2 ranks of 1 thread each, as in the Slurm jobs."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    harness("harness.train", *train_args(run_dir, shakespeare_dir, *TINY), nproc=2)
-    return run_dir
 
 
 @pytest.fixture(scope="module")
