@@ -4,8 +4,9 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -102,24 +103,49 @@ def slurmd_pid(node: str) -> int:
 
 
 @contextlib.contextmanager
-def slowed(pids: list[int], hogs: int = 5) -> Iterator[None]:
+def slowed(pids: list[int], hogs: int = 5, once: Callable[[], bool] | None = None) -> Iterator[None]:
     """These processes (every thread, and whatever they start from now on) confined to CPU 1, which
-    `hogs` busy processes keep busy: a node, or one rank, that is up but slow."""
+    `hogs` busy processes keep busy: a node, or one rank, that is up but slow. With `once`, the hogs
+    start when it first holds (polled in the background): the node turns slow at that moment."""
     before = {pid: sorted(os.sched_getaffinity(pid)) for pid in pids}
     for pid in pids:
         run("taskset", "-a", "-p", "-c", "1", str(pid))
-    # Each in a session of its own: Linux shares a CPU fairly between sessions (autogroups) first, so
-    # hogs in one session would take half of it however many they were.
-    busy = [subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"], start_new_session=True)
-            for _ in range(hogs)]
+    busy, stop = [], threading.Event()
+
+    def start_hogs() -> None:
+        while once is not None and not once():
+            if stop.wait(0.1):
+                return
+        # Each in a session of its own: Linux shares a CPU fairly between sessions (autogroups) first,
+        # so hogs in one session would take half of it however many they were.
+        busy.extend(subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", "while True: pass"],
+                                     start_new_session=True) for _ in range(hogs))
+
+    starter = threading.Thread(target=start_hogs, daemon=True)
+    starter.start()
     try:
         yield
     finally:
+        stop.set()
+        starter.join()
         for p in busy:
             p.kill()
             p.wait()
         for pid, cpus in before.items():
             subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, cpus)), str(pid)], capture_output=True)
+
+
+def training_on(node: str, run_dir: Path) -> bool:
+    """Whether a training process (a torchrun worker) of this run on `node` has loaded torch's library:
+    it is about a second of imports away from its first collective."""
+    for p in node_processes(node):
+        with contextlib.suppress(OSError):
+            proc = Path(f"/proc/{p.pid}")
+            if str(run_dir).encode() in (proc / "cmdline").read_bytes() \
+                    and b"TORCHELASTIC_RUN_ID=" in (proc / "environ").read_bytes() \
+                    and b"libtorch_cpu" in (proc / "maps").read_bytes():
+                return True
+    return False
 
 
 def node_processes(node: str) -> list[psutil.Process]:

@@ -30,6 +30,7 @@ from tests.slurm_helpers import (
     run,
     slowed,
     slurmd_pid,
+    training_on,
     wait_until,
     worker_pid,
 )
@@ -68,7 +69,9 @@ def test_a_degraded_node_is_found_by_the_preflight_and_left_behind(reference_run
                                                                    tmp_path: Path) -> None:
     run_dir, marks = tmp_path / "run", tmp_path / "setup-ran"
     setup = ["--cluster.setup", f"echo $SLURMD_NODENAME >> {marks}", "--cluster.env", "HARNESS_MARK=on every node"]
-    with slowed([slurmd_pid("n2")]):
+    # n2 turns slow once the run's worker there has loaded torch, before its preflight, which must
+    # find it; start-up at full speed keeps the test short.
+    with slowed([slurmd_pid("n2")], once=lambda: training_on("n2", run_dir)):
         out = harness_submit(*train_args(run_dir, shakespeare_dir, *TINY), *CLUSTER, *setup).stdout
         job = re.search(r"job (\d+)", out).group(1)
         wait_until("the exclusion of n2", lambda: RunDir(run_dir).excluded_hosts(), logs=run_dir / "slurm")
@@ -92,7 +95,7 @@ def test_the_sbatch_script_leaves_a_degraded_node_behind_too(reference_run: Path
                                                               tmp_path: Path) -> None:
     run_dir, marks = tmp_path / "run", tmp_path / "setup-ran"
     log = tmp_path / "slurm-%j.out"
-    with slowed([slurmd_pid("n2")]):
+    with slowed([slurmd_pid("n2")], once=lambda: training_on("n2", run_dir)):
         out = run("sbatch", "-N", "2", "--gpus-per-node=0", "--cpus-per-task=1", "--time=60", "-o", str(log),
                   "sbatch/train.sh", *train_args(run_dir, shakespeare_dir, *TINY), "--cluster.setup",
                   f"echo $SLURMD_NODENAME >> {marks}", env=dict(os.environ, NPROC_PER_NODE="1")).stdout
@@ -119,6 +122,8 @@ def test_a_node_that_dies_mid_run_is_left_behind(reference_run: Path, shakespear
         restore_nodes()
     starts = hosts_of_starts(run_dir)
     assert starts[-1] == {"n1", "n3"}, starts
+    # Nothing could be saved as n2 died: the next start went back to the step-10 checkpoint.
+    assert rows(run_dir, "start")[-1]["step"] == 10 and rows(run_dir, "stop")[0]["reason"] != "preempted"
     assert train_losses(run_dir) == train_losses(reference_run)
     final = f"checkpoints/step_{STEPS:08d}/model.pt"
     a, b = (torch.load(d / final, weights_only=True) for d in (reference_run, run_dir))

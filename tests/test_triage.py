@@ -127,7 +127,7 @@ def test_each_failure_made_for_real_is_classified(shakespeare_dir: Path, tmp_pat
     jobs = {
         # A memory limit on the node (cluster.setup runs it before torchrun): Adam's moments do not fit.
         "oom": submit(runs["oom"], shakespeare_dir, "--model.n_layer", "8", "--model.n_embd", "1024",
-                      "--model.n_head", "8", "--cluster.setup", "ulimit -v 3500000"),
+                      "--model.n_head", "8", "--cluster.setup", "ulimit -v 3500000", "--train.max_restarts", "0"),
         "nonfinite": submit(runs["nonfinite"], shakespeare_dir, "--optim.lr", "1e4", "--schedule.min_lr", "0",
                             "--optim.grad_clip", "0", "--checkpoint.every", "1"),
         "data": submit(runs["data"], corrupt_copy(shakespeare_dir, tmp_path / "bad-data")),
@@ -191,7 +191,7 @@ def test_resume_failed_resubmits_exactly_the_curable_runs(shakespeare_dir: Path,
     and they finish; the diverged one is named with its next step; nothing is submitted twice."""
     sweep = tmp_path / "sweep.py"
     sweep.write_text(SWEEP.format(shakespeare=str(Path("experiments/shakespeare.py").resolve()), root=tmp_path))
-    args = ["--data.dir", str(shakespeare_dir), *slurm_tiny(30), *ONE_NODE, "--cluster.requeue", "false",
+    args = ["--data.dir", str(shakespeare_dir), *slurm_tiny(15), *ONE_NODE, "--cluster.requeue", "false",
             "--train.max_restarts", "0", "--cluster.procs_per_node", "2", "--train.batch_tokens", "1024"]
     out = harness_submit(str(sweep), *args).stdout
     ids = dict(zip(range(6), re.findall(r"job (\d+_\d+)", out), strict=True))
