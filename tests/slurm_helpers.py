@@ -64,18 +64,24 @@ def preempt_with_high_priority_job() -> None:
         "--wrap", "sleep 1")
 
 
+def worker_rank(pid: int, run_dir: Path) -> int | None:
+    """The rank of process `pid` if it is a training process (a torchrun worker) of this run, else None."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        environ = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"harness.train" not in cmdline or str(run_dir).encode() not in cmdline:
+        return None
+    env = dict(kv.split(b"=", 1) for kv in environ if b"=" in kv)
+    return int(env[b"RANK"]) if b"TORCHELASTIC_RUN_ID" in env and b"RANK" in env else None
+
+
 def worker_pid(run_dir: Path, rank: int) -> int:
     """The pid of the training process of `rank` for this run (found through /proc)."""
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"harness.train" in cmdline and str(run_dir).encode() in cmdline and f"RANK={rank}".encode() in environ \
-                and b"TORCHELASTIC_RUN_ID" in b"".join(environ):
+        if proc.name.isdigit() and worker_rank(int(proc.name), run_dir) == rank:
             return int(proc.name)
     raise LookupError(f"no rank {rank} worker of {run_dir}")
 
@@ -140,10 +146,7 @@ def training_on(node: str, run_dir: Path) -> bool:
     it is about a second of imports away from its first collective."""
     for p in node_processes(node):
         with contextlib.suppress(OSError):
-            proc = Path(f"/proc/{p.pid}")
-            if str(run_dir).encode() in (proc / "cmdline").read_bytes() \
-                    and b"TORCHELASTIC_RUN_ID=" in (proc / "environ").read_bytes() \
-                    and b"libtorch_cpu" in (proc / "maps").read_bytes():
+            if worker_rank(p.pid, run_dir) is not None and b"libtorch_cpu" in Path(f"/proc/{p.pid}/maps").read_bytes():
                 return True
     return False
 
