@@ -31,8 +31,8 @@ from scipy import stats
 from analysis.plots import colors, markdown, new_figure, positive_x, save, set_x
 from analysis.runs import Run, run_parser, runs_or_exit, summarize
 from harness.atomic import write_text
-from harness.config import DERIVED, Experiment, SpecError, diff, flatten
 from harness.run_dir import RunDir
+from harness.spec import DERIVED, Experiment, SpecError, diff, flatten
 
 CONFIDENCE = 0.95
 # Differ between any two runs (name, run_dir) or follow from other fields: never part of a group's identity.

@@ -4,7 +4,7 @@
     python -m analysis.lr_schedule experiments/shakespeare_lr_sweep.py --out sweep_lr.svg   # one curve per run
     python -m analysis.lr_schedule experiments/fineweb_10b.py --schedule.warmup 200        # with overrides
 
-Step s is the s-th optimizer update, as the trainer logs it: its lr is harness.optim.lr_at(s - 1), between
+Step s is the s-th optimizer update, as the trainer logs it: its lr is harness.spec.lr_at(s - 1), between
 the resolved peak and final learning rates (optim.scaled_lr, optim.scaled_min_lr: lr and schedule.min_lr
 after optim.lr_scaling), the values the trainer runs.
 """
@@ -16,8 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from analysis.plots import DPI, new_figure, style_lr_axes
-from harness.config import Experiment, SpecError, parse_command, resolve, spec_parser
-from harness.optim import lr_at
+from harness.spec import Experiment, SpecError, lr_at, parse_command, resolve, spec_parser
 
 PROG = "python -m analysis.lr_schedule"
 DEFAULT_OUT = "log/plots/lr_schedule.png"

@@ -4,7 +4,7 @@
     python -m analysis.plots log/ --runs 'shakespeare-lr*' --x step --out log/plots/sweep
     python -m analysis.plots log/fineweb_10b --x hours --svg   # training hours, queue time excluded
 
-Writes loss.png, throughput.png, lr.png, hellaswag.png (when some run evaluated it), ledger.png (where
+Writes loss.png, throughput.png, lr.png, evals.png (a panel per eval task some run scored), ledger.png (where
 the device-hours went), summary.md and summary.csv; safe to re-run at any time, also while runs are
 still writing.
 """
@@ -29,12 +29,15 @@ VAL_LOSS_REFERENCES = {
     "openwebtext": ("OpenAI GPT-2 124M on OpenWebText val (3.12)", 3.12),
     "fineweb-edu": ("OpenAI GPT-2 124M on FineWeb-Edu val (~3.29)", 3.29),
 }
-# HellaSwag acc_norm, completion-style scoring on all 10,042 validation rows (see harness/eval/hellaswag.py).
-HELLASWAG_REFERENCES = [
-    ("GPT-3 Small 125M (0.337)", 0.337),
-    ("OpenAI GPT-2 124M (0.2955)", 0.2955),
-    ("chance, 4 endings (0.25)", 0.25),
-]
+# Published figures drawn beside a task's curve. hellaswag_nanogpt: acc_norm, completion-style scoring on all
+# 10,042 validation rows (harness/eval/hellaswag.py).
+TASK_REFERENCES = {
+    "hellaswag_nanogpt": [
+        ("GPT-3 Small 125M (0.337)", 0.337),
+        ("OpenAI GPT-2 124M (0.2955)", 0.2955),
+        ("chance, 4 endings (0.25)", 0.25),
+    ],
+}
 X_LABELS = {
     "step": "step (optimizer updates)",
     "tokens": "tokens trained",
@@ -194,25 +197,34 @@ def style_lr_axes(ax: Axes) -> None:
     ax.legend(fontsize=8)
 
 
-def plot_hellaswag(runs: list[Run], x: str) -> Figure | None:
-    color, runs = plotted(runs, "hellaswag")
-    if not runs:
+def plot_evals(runs: list[Run], x: str) -> Figure | None:
+    """One panel per eval task that some run scored: its headline figure (acc_norm where the task has one,
+    else acc) against `x`, with the published reference figures where the task has them."""
+    tasks = list(dict.fromkeys(t for r in runs for t in r.tasks()))
+    if not tasks:
         return None
-    fig, (ax,) = new_figure()
-    top = HELLASWAG_REFERENCES[0][1]
-    for r in runs:
-        hs = positive_x(r.curve("hellaswag"), x, True)
-        n = int(hs["n"].iloc[-1]) if "n" in hs and not hs.empty else None
-        label = f"{r.label} (n={n:,})" if n else r.label
-        ax.plot(hs[x], hs["acc_norm"], color=color[r.label], marker="o", ms=4, lw=1.5, label=label)
-        top = max(top, float(hs["acc_norm"].max()) if not hs.empty else top)
-    for (label, value), style in zip(HELLASWAG_REFERENCES, ("-.", "--", ":"), strict=True):
-        ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
-    set_x(ax, x, log=True)
-    ax.set_ylim(0.22, top + 0.03)
-    ax.set_ylabel("HellaSwag acc_norm")
-    ax.set_title("HellaSwag validation accuracy (length-normalised, 4-way)")
-    ax.legend(fontsize=8, loc="upper left")
+    color = colors([r.label for r in runs])
+    fig, axes = new_figure(rows=len(tasks), sharex=False)
+    for ax, task in zip(axes, tasks, strict=True):
+        metric, top = "acc", 0.0
+        for r in runs:
+            df = positive_x(r.curve(f"eval/{task}"), x, True)
+            if df.empty:
+                continue
+            metric = "acc_norm" if "acc_norm" in df and df["acc_norm"].notna().any() else "acc"
+            n = int(df["examples"].iloc[-1]) if "examples" in df else None
+            ax.plot(df[x], df[metric], color=color[r.label], marker="o", ms=4, lw=1.5,
+                    label=f"{r.label} (n={n:,})" if n else r.label)
+            top = max(top, float(df[metric].max()))
+        references = TASK_REFERENCES.get(task, [])
+        for (label, value), style in zip(references, ("-.", "--", ":"), strict=False):
+            ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+        set_x(ax, x, log=True)
+        if references:
+            ax.set_ylim(min(v for _, v in references) - 0.03, max(top, *(v for _, v in references)) + 0.03)
+        ax.set_ylabel(f"{task} {metric}")
+        ax.set_title(f"{task} ({metric})")
+        ax.legend(fontsize=8, loc="upper left")
     return fig
 
 
@@ -258,7 +270,7 @@ FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
     "loss": plot_loss,
     "throughput": plot_throughput,
     "lr": plot_lr,
-    "hellaswag": plot_hellaswag,
+    "evals": plot_evals,
     "ledger": plot_ledger,
 }
 
@@ -267,7 +279,7 @@ FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
 
 
 SUMMARY_FORMATS: dict[str, Callable[[object], str]] = {
-    "tokens": lambda v: f"{v:,}", "median_tokens_per_s": lambda v: f"{v:,.0f}", "median_mfu": lambda v: f"{v:.1%}",
+    "tokens": lambda v: f"{int(v):,}", "median_tokens_per_s": lambda v: f"{v:,.0f}", "median_mfu": lambda v: f"{v:.1%}",
     "wall_hours": lambda v: f"{v:.3f}", "device_hours": lambda v: f"{v:.3f}", "goodput": lambda v: f"{v:.1%}"}
 
 
@@ -307,7 +319,7 @@ def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> list[Path]:
     p = run_parser("python -m analysis.plots", __doc__)
     p.add_argument("--out", default="log/plots", help="output folder (default log/plots/)")
-    p.add_argument("--x", choices=list(X_LABELS), default="tokens", help="x axis of loss, throughput, HellaSwag")
+    p.add_argument("--x", choices=list(X_LABELS), default="tokens", help="x axis of loss, throughput and evals")
     p.add_argument("--svg", action="store_true", help="write SVGs besides the PNGs")
     args = p.parse_args(argv)
 

@@ -27,8 +27,8 @@ from analysis import compare
 from analysis.plots import DPI, FIGURES, SUMMARY_FORMATS, formatted
 from analysis.runs import Run, run_parser, runs_or_exit, summary_table
 from harness.atomic import write_text
-from harness.config import SpecError, flatten
 from harness.run_dir import RunDir
+from harness.spec import SpecError, flatten
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1280px; margin: 2em auto; padding: 0 1em; color: #222; }

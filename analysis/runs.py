@@ -9,18 +9,17 @@
 import argparse
 import fnmatch
 import functools
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from harness.config import Experiment
-from harness.data import DataError, load_manifest
-from harness.ledger import Ledger, ledger
+from harness import records
+from harness.data.manifest import DataError, load_manifest
+from harness.ledger import Ledger
 from harness.run_dir import RunDir, find_runs, read_jsonl
-from harness.run_dir import run_state as log_state
+from harness.spec import Experiment, read_spec
 
 
 @dataclass
@@ -29,6 +28,7 @@ class Run:
     spec: Experiment
     raw: pd.DataFrame  # every metrics row in file order; columns: kind, step, restart, time, hours, ...
     label: str  # the name shown in legends and tables (the spec's name; the directory added if names repeat)
+    metrics: list[dict] = field(default_factory=list, repr=False)  # the rows as read (harness.records.read)
     _curves: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def rows(self, kind: str) -> pd.DataFrame:
@@ -40,20 +40,32 @@ class Run:
         return selected if selected.empty else selected.dropna(axis=1, how="all")
 
     @functools.cached_property
+    def summary(self) -> records.Summary:
+        """The run's summary (harness.records), from its records: the one the trainer and status show."""
+        return records.summarize(self.metrics, read_jsonl(RunDir(self.dir).jobs))
+
+    @property
     def ledger(self) -> Ledger:
-        """Where the run's device-hours went (harness.ledger), from its records."""
-        run = RunDir(self.dir)
-        return ledger(run.metrics_rows(), read_jsonl(run.jobs))
+        """Where the run's device-hours went (harness.ledger)."""
+        return Ledger(**self.summary.ledger)
+
+    def tasks(self) -> list[str]:
+        """The eval tasks this run scored, in the order it first scored them."""
+        evals = self.rows("eval")
+        return list(dict.fromkeys(evals["task"])) if not evals.empty else []
 
     def curve(self, kind: str) -> pd.DataFrame:
-        """One row per step of `kind` (train, val, hellaswag), sorted by step.
+        """One row per step of `kind` (train, val, or "eval/TASK"), sorted by step.
 
         A run resumed from a checkpoint older than its last logged step logs those steps again; the
         latest restart's row is the one that led to the final model, so it is kept. Computed once per
         kind (every figure and the table ask for the train curve): callers must not modify it.
         """
         if kind not in self._curves:
-            df = self.rows(kind)
+            base, _, task = kind.partition("/")
+            df = self.rows(base)
+            if task and not df.empty:
+                df = df[df["task"] == task].dropna(axis=1, how="all")
             if not df.empty:
                 df = df.sort_values(["step", "restart"], kind="stable")
                 df = df.drop_duplicates("step", keep="last").reset_index(drop=True)
@@ -64,14 +76,15 @@ class Run:
 def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     """One run directory. A truncated line in its metrics (a run killed mid-write) is skipped with a warning."""
     run = RunDir(run_dir)
-    spec = run.read_spec()
-    raw = pd.DataFrame(run.metrics_rows())
+    spec = read_spec(run)
+    rows = records.read(run)
+    raw = pd.DataFrame(rows)
     if not raw.empty:
         raw["hours"] = training_hours(raw)
-        # HellaSwag, checkpoint and stop rows carry no token count: the trainer's own step x batch_tokens.
+        # Checkpoint and stop rows carry no token count: the trainer's own step x batch_tokens.
         by_step = raw["step"] * spec.train.batch_tokens
         raw["tokens"] = raw["tokens"].fillna(by_step) if "tokens" in raw else by_step
-    return Run(run.path, spec, raw, label or spec.name)
+    return Run(run.path, spec, raw, label or spec.name, rows)
 
 
 def load_runs(paths: list[str | Path], pattern: str | None = None) -> list[Run]:
@@ -127,44 +140,27 @@ def restart_spans(raw: pd.DataFrame) -> pd.Series:
     return (t.max() - t.min()).sort_index()
 
 
-def run_state(raw: pd.DataFrame, now: float | None = None) -> str:
-    """harness.status's rule, from the log alone (no Slurm)."""
-    return log_state(raw.to_dict("records"), now)
-
-
-SUMMARY_COLUMNS = ["run", "state", "steps", "tokens", "final_val_loss", "best_val_loss", "best_hellaswag_acc_norm",
+SUMMARY_COLUMNS = ["run", "state", "steps", "tokens", "final_val_loss", "best_val_loss", "eval_average",
                    "median_tokens_per_s", "median_mfu", "wall_hours", "device_hours", "goodput", "restarts", "run_dir"]
 
 
 def summarize(run: Run) -> dict:
-    """One row of the summary table (None where a run has no such rows yet)."""
-    train, val, hs = run.curve("train"), run.curve("val"), run.curve("hellaswag")
-    raw = run.raw
-    starts = run.rows("start")
-    spans = restart_spans(raw) if not raw.empty else pd.Series(dtype=float)
-    # Device-hours: each restart's time on its own world size (a resume may change it).
-    world = starts.set_index("restart")["world_size"] if not starts.empty else pd.Series(dtype=float)
-    mfu = [v for v in train["mfu"] if pd.notna(v)] if "mfu" in train else []
+    """One row of the summary table: the run's summary (harness.records), and each task's latest headline
+    figure (acc_norm where the task has one, else acc) in a column of its own."""
+    s = run.summary
     return {
-        "run": run.label,
-        "state": run_state(raw),
-        "steps": int(train["step"].iloc[-1]) if not train.empty else 0,
-        "tokens": int(train["tokens"].iloc[-1]) if not train.empty else 0,
-        "final_val_loss": float(val["loss"].iloc[-1]) if not val.empty else None,
-        "best_val_loss": float(val["loss"].min()) if not val.empty else None,
-        "best_hellaswag_acc_norm": float(hs["acc_norm"].max()) if not hs.empty else None,
-        "median_tokens_per_s": float(train["tokens_per_s"].median()) if "tokens_per_s" in train else None,
-        "median_mfu": float(statistics.median(mfu)) if mfu else None,
-        "wall_hours": float(spans.sum() / 3600),
-        "device_hours": float((spans * world.reindex(spans.index).fillna(1)).sum() / 3600),
-        "goodput": run.ledger.goodput,
-        "restarts": max(0, len(starts) - 1),
-        "run_dir": str(run.dir),
+        "run": run.label, "state": s.state, "steps": s.steps, "tokens": s.tokens, "final_val_loss": s.val_loss,
+        "best_val_loss": s.best_val_loss, "eval_average": s.eval_average, "median_tokens_per_s": s.tokens_per_s,
+        "median_mfu": s.mfu, "wall_hours": s.wall_hours, "device_hours": s.device_hours, "goodput": s.goodput,
+        "restarts": s.restarts, "run_dir": str(run.dir), **{task: e["headline"] for task, e in s.evals.items()},
     }
 
 
 def summary_table(runs: list[Run]) -> pd.DataFrame:
-    return pd.DataFrame([summarize(r) for r in runs], columns=SUMMARY_COLUMNS)
+    """The summary table; each eval task scored by some run adds a column after eval_average."""
+    tasks = list(dict.fromkeys(t for r in runs for t in r.summary.evals))
+    at = SUMMARY_COLUMNS.index("eval_average") + 1
+    return pd.DataFrame([summarize(r) for r in runs], columns=SUMMARY_COLUMNS[:at] + tasks + SUMMARY_COLUMNS[at:])
 
 
 def data_source(spec: Experiment) -> str:

@@ -16,14 +16,18 @@ Steps: 80 x 32,768 = 2.6M tokens, ~1.9 epochs of the 1.41M training tokens; nano
 On a CPU the 2.6M tokens would take about an hour (GPT-2 124M trains ~700 tokens/s in bf16 on 2 cores).
 """
 
-from harness.checkpoint import CheckpointConfig
-from harness.cluster import ClusterConfig
-from harness.config import Experiment, TrainConfig
-from harness.data import DataConfig
-from harness.eval import EvalConfig
-from harness.metrics import LogConfig
-from harness.model import ModelConfig
-from harness.optim import OptimConfig, ScheduleConfig
+from harness.spec import (
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    EvalConfig,
+    Experiment,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 spec = Experiment(
     name="finetune_shakespeare",
@@ -34,7 +38,7 @@ spec = Experiment(
     optim=OptimConfig(lr=3e-5, weight_decay=0.1),
     schedule=ScheduleConfig(steps=80, warmup=0, min_lr=3e-5, decay="constant"),
     # 98,304 val tokens (3 steps' worth, ~3/4 of the 0.13M val split) at steps 0 (OpenAI's GPT-2), 20, ..., 80.
-    eval=EvalConfig(val_every=20, val_tokens=98_304, hellaswag_every=0, sample_every=40, sample_prompt="ROMEO:\n",
+    eval=EvalConfig(val_every=20, val_tokens=98_304, tasks=[], sample_every=40, sample_prompt="ROMEO:\n",
                     sample_tokens=64),
     checkpoint=CheckpointConfig(every=20, keep=2),
     log=LogConfig(every=1),

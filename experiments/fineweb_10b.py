@@ -10,14 +10,18 @@ Steps: 10e9 / 524,288 = 19,073 (one epoch of the 9.9B training tokens); warmup 7
 tokens, GPT-3's warmup). On 8 x H100 at ~450K tokens/s/GPU: 10e9 / 3.6M = ~46 minutes.
 """
 
-from harness.checkpoint import CheckpointConfig
-from harness.cluster import ClusterConfig
-from harness.config import Experiment, TrainConfig
-from harness.data import DataConfig
-from harness.eval import EvalConfig
-from harness.metrics import LogConfig
-from harness.model import ModelConfig
-from harness.optim import OptimConfig, ScheduleConfig
+from harness.spec import (
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    EvalConfig,
+    Experiment,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 spec = Experiment(
     name="fineweb_10b",
@@ -27,7 +31,8 @@ spec = Experiment(
     optim=OptimConfig(lr=6e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, grad_clip=1.0),
     schedule=ScheduleConfig(steps=19_073, warmup=715, min_lr=6e-5, decay="cosine"),
     # 20 x 524,288 = 10,485,760 val tokens (~10% of the 100M-token val split) every 250 steps.
-    eval=EvalConfig(val_every=250, val_tokens=10_485_760, hellaswag_every=250, sample_every=1000),
+    eval=EvalConfig(val_every=250, val_tokens=10_485_760, tasks=["hellaswag_nanogpt"], tasks_every=250,
+                    sample_every=1000),
     # ~7 minutes of training between checkpoints; every 5,000th kept for good.
     checkpoint=CheckpointConfig(every=1000, keep=3, permanent_every=5000, async_save=True),
     log=LogConfig(every=10),

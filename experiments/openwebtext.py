@@ -9,14 +9,18 @@ accumulate 5 passes, 1 GPU 40. On H100s a micro_batch of 60 (8 GPUs, 1 pass) is 
 Steps: 600,000 x 491,520 = 295B tokens, ~32 epochs of OpenWebText's ~9B; warmup 2,000.
 """
 
-from harness.checkpoint import CheckpointConfig
-from harness.cluster import ClusterConfig
-from harness.config import Experiment, TrainConfig
-from harness.data import DataConfig
-from harness.eval import EvalConfig
-from harness.metrics import LogConfig
-from harness.model import ModelConfig
-from harness.optim import OptimConfig, ScheduleConfig
+from harness.spec import (
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    EvalConfig,
+    Experiment,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 spec = Experiment(
     name="openwebtext",
@@ -26,7 +30,8 @@ spec = Experiment(
     optim=OptimConfig(lr=6e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, grad_clip=1.0),
     schedule=ScheduleConfig(steps=600_000, warmup=2000, min_lr=6e-5, decay="cosine"),
     # 5 x 491,520 = 2,457,600 val tokens (nanoGPT: 200 batches of 12 x 1024) every 2,000 steps.
-    eval=EvalConfig(val_every=2000, val_tokens=2_457_600, hellaswag_every=2000, sample_every=10_000),
+    eval=EvalConfig(val_every=2000, val_tokens=2_457_600, tasks=["hellaswag_nanogpt"], tasks_every=2000,
+                    sample_every=10_000),
     checkpoint=CheckpointConfig(every=2000, keep=3, permanent_every=50_000, async_save=True),
     log=LogConfig(every=10),
     # ~4 days on 8 x H100: the time limit is per job run; the run requeues itself and resumes.

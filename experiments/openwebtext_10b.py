@@ -15,7 +15,7 @@ spec = dataclasses.replace(
     base,
     name="openwebtext_10b",
     schedule=dataclasses.replace(base.schedule, steps=20_345, warmup=715),
-    eval=dataclasses.replace(base.eval, val_every=250, hellaswag_every=250, sample_every=1000),
+    eval=dataclasses.replace(base.eval, val_every=250, tasks_every=250, sample_every=1000),
     checkpoint=dataclasses.replace(base.checkpoint, every=1000, permanent_every=5000),
     cluster=dataclasses.replace(base.cluster, time_min=4 * 60),
 )

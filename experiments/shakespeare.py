@@ -9,14 +9,18 @@ training tokens) more, smaller steps learn more: measured on this corpus, 160 x 
 val 6.02, 320 x 2,048 at 5.72, 640 x 1,024 at 5.55.
 """
 
-from harness.checkpoint import CheckpointConfig
-from harness.cluster import ClusterConfig
-from harness.config import Experiment, TrainConfig
-from harness.data import DataConfig
-from harness.eval import EvalConfig
-from harness.metrics import LogConfig
-from harness.model import ModelConfig
-from harness.optim import OptimConfig, ScheduleConfig
+from harness.spec import (
+    CheckpointConfig,
+    ClusterConfig,
+    DataConfig,
+    EvalConfig,
+    Experiment,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 
 spec = Experiment(
     name="shakespeare",
@@ -32,7 +36,7 @@ spec = Experiment(
     schedule=ScheduleConfig(steps=576, warmup=30, min_lr=2e-4),
     # 32,768 val tokens (a quarter of the val split) at steps 0, 192, 384, 576; HellaSwag is
     # meaningless at this size (it would score chance).
-    eval=EvalConfig(val_every=192, val_tokens=32_768, hellaswag_every=0, sample_every=288,
+    eval=EvalConfig(val_every=192, val_tokens=32_768, tasks=[], sample_every=288,
                     sample_prompt="ROMEO:\n", sample_tokens=48),
     checkpoint=CheckpointConfig(every=192, keep=2),
     log=LogConfig(every=1),

@@ -19,7 +19,7 @@ dead node) has no end record: its allocation is taken to end at its last record.
 from dataclasses import asdict, dataclass, field
 
 CATEGORIES = ("startup", "productive", "lost", "eval", "checkpoint", "shutdown", "other")
-EVAL_KINDS = ("val", "hellaswag", "sample")
+EVAL_KINDS = ("val", "eval", "sample")  # rows whose seconds are evaluation (harness.records)
 
 
 @dataclass

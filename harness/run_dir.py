@@ -2,13 +2,13 @@
 
     RUN_DIR/
       config.json     the resolved spec; a restart or resubmission checks itself against it
-      metrics.jsonl   the trainer's rows (harness.metrics), append-only across restarts
+      metrics.jsonl   the trainer's rows (their kinds: harness.records), append-only across restarts
       errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
       jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
       exclusions.jsonl  nodes the run moved off (bad preflight, straggler), with the evidence; kept out for good
-      summary.json    written when the run finishes
+      summary.json    the run's summary (harness.records), rewritten at every stop
       wandb_id        the wandb run that every restart continues
-      checkpoints/    step_XXXXXXXX/ directories (harness.checkpoint owns what is inside them)
+      checkpoints/    step_XXXXXXXX/ directories (harness.train.checkpoint owns what is inside them)
       slurm/          submitit's folder: the job's pickles and logs; eval-slurm/ for --eval jobs
 
 Every JSONL file here is read by `read_jsonl`, which skips a cut-short line (left by exactly the
@@ -17,7 +17,9 @@ which first ends such a line so that it stays one skippable line. Small files ar
 atomically (harness.atomic). The run-state rule (finished, preempted, failed, ...) sits beside the
 reader of the rows it is decided from.
 
-This module imports neither torch nor the spec at import time, so `harness.status` stays quick.
+This module imports nothing of the harness but harness.atomic, and no torch: everything reads it.
+
+    python -m harness.run_dir outcome RUN_DIR   # how the latest start ended: finished, preempted, ...
 """
 
 import json
@@ -28,16 +30,13 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from harness.atomic import write_text
 
-if TYPE_CHECKING:
-    from harness.config import Experiment
-
 CONFIG = "config.json"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
-RUNNING_WINDOW_S = 300  # a run that wrote metrics this recently and never stopped is taken to be running
+RUNNING_WINDOW_S = 300  # a run that wrote rows this recently and never stopped is taken to be running
 
 
 # ----------------------------------------------------------------------------- JSONL files
@@ -116,10 +115,11 @@ STOPPED = {"finished": "finished", "preempted": "preempted", "excluded": "exclud
 
 
 def run_state(rows: list[dict], now: float | None = None) -> State:
-    """How a run stands, from its metrics rows alone: the last stop row decides (finished,
-    preempted, excluded: it moved off a bad node, failed, failed (non-finite loss)) unless a start
-    came after it; otherwise it is running (rows in the last 5 minutes), interrupted (ended without
-    a stop row: killed, or its node died), or new (no rows)."""
+    """How a run stands, from its metrics rows alone (start and stop rows, the same in every schema
+    version): the last stop row decides (finished, preempted, excluded: it moved off a bad node,
+    failed, failed (non-finite loss)) unless a start came after it; otherwise it is running (rows in
+    the last 5 minutes), interrupted (ended without a stop row: killed, or its node died), or new."""
+    rows = [r for r in rows if "kind" in r]
     if not rows:
         return "new"
     starts = [r["time"] for r in rows if r["kind"] == "start"]
@@ -173,55 +173,11 @@ class RunDir:
     def exists(self) -> bool:
         return self.config.exists()
 
-    # ------------------------------------------------------------------ the spec
-
     def spec_dict(self) -> dict:
-        """config.json as plain JSON (no spec classes: cheap, for status)."""
+        """config.json as plain JSON (no spec classes; harness.spec.read_spec reads it as a spec)."""
         return json.loads(self.config.read_text())
 
-    def read_spec(self) -> "Experiment":
-        from harness.config import SpecError, from_json
-
-        if not self.exists():
-            raise SpecError(f"{self.path}: not a run directory (no {CONFIG})")
-        return from_json(self.config.read_text(), str(self.config))
-
-    def init(self, exp: "Experiment", allow: Literal["compatible", "none"] = "compatible") -> dict:
-        """Create the run directory for `exp`, or check it against the spec it holds; returns the
-        fields that changed, as {"optim.lr": (old, new)}.
-
-        allow="compatible" accepts changes that keep the checkpoints meaningful (the trainer's rule);
-        allow="none" refuses any change (harness.submit's, unless asked). The spec is (re)written.
-        """
-        from harness import config
-
-        changes = {}
-        if self.exists():
-            changes = config.diff(self.read_spec(), exp)
-            refused = changes if allow == "none" else config.breaking_changes(changes)
-            if refused:
-                raise config.SpecError(f"{self.path} holds a run with a different spec ({config.describe(refused)}); "
-                                       "use another name or run_dir" + (", or allow the change" if allow == "none"
-                                                                         else ""))
-        self.path.mkdir(parents=True, exist_ok=True)
-        if changes or not self.exists():
-            write_text(self.config, config.to_json(exp))
-        return changes
-
     # ------------------------------------------------------------------ records
-
-    def metrics_rows(self) -> list[dict]:
-        """Every metrics row (each has a kind), in file order."""
-        return [r for r in read_jsonl(self.metrics) if "kind" in r]
-
-    def history(self) -> tuple[int, dict | None]:
-        """What a new start needs from the earlier ones: how many there were, and the last stop row."""
-        rows = self.metrics_rows()
-        stops = [r for r in rows if r["kind"] == "stop"]
-        return sum(r["kind"] == "start" for r in rows), stops[-1] if stops else None
-
-    def state(self, now: float | None = None) -> State:
-        return run_state(self.metrics_rows(), now)
 
     def record_job(self, **fields: object) -> None:
         append_jsonl(self.jobs, {"time": round(time.time(), 3), **fields})
@@ -248,9 +204,6 @@ class RunDir:
     def excluded_hosts(self) -> list[str]:
         """Every node the run has moved off, in the order it did."""
         return list(dict.fromkeys(h for row in read_jsonl(self.exclusions) for h in row["hosts"]))
-
-    def write_summary(self, summary: dict) -> None:
-        write_text(self.summary, json.dumps(summary, indent=1) + "\n")
 
     def wandb_id(self) -> str:
         """The run's wandb id, created on first use: every restart continues the same wandb run."""
@@ -282,3 +235,15 @@ def find_runs(paths: list[str]) -> list[RunDir]:
         else:
             print(f"warning: {p} is not a run directory", file=sys.stderr)
     return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        argv = sys.argv[1:]
+    if len(argv) != 2 or argv[0] != "outcome":
+        sys.exit("usage: python -m harness.run_dir outcome RUN_DIR")
+    print(run_state(read_jsonl(RunDir(argv[1]).metrics)))
+
+
+if __name__ == "__main__":
+    main()

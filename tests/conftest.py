@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.prepare import prepare
-from harness.sources import shakespeare
+from harness.data.prepare import prepare
+from harness.data.sources import shakespeare
 from tests.helpers import REPO, SWEEP_LRS, SWEEP_SEEDS, finish, harness, launch, sweep_args, train_args
 from tests.slurm_helpers import SLURM_ENV, SLURM_STATE, TINY
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness import records
 from harness.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 def rows(run_dir: Path, kind: str | None = None) -> list[dict]:
-    return [r for r in RunDir(run_dir).metrics_rows() if kind is None or r["kind"] == kind]
+    return [r for r in records.read(RunDir(run_dir)) if kind is None or r["kind"] == kind]
 
 
 def last_step(run_dir: Path) -> int:

@@ -13,8 +13,9 @@ import pytest
 
 from analysis import lr_schedule, plots
 from analysis.runs import load_run, load_runs
-from harness.config import load_experiment_file, parse_cli
+from harness import records
 from harness.run_dir import RunDir
+from harness.spec import load_experiment_file, parse_cli, read_spec
 from tests.helpers import PNG, REPO, finish, harness, kill_group, last_step, launch, rows, train_args, wait_for_step
 
 BATCH_TOKENS = 512
@@ -81,7 +82,7 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def latest_rows(run_dir: Path, kind: str) -> dict[int, dict]:
     """step -> row; a step logged again by a later restart (later in the file) replaces the earlier one."""
     out = {}
-    for r in RunDir(run_dir).metrics_rows():
+    for r in records.read(RunDir(run_dir)):
         if r["kind"] == kind:
             out[r["step"]] = r
     return out
@@ -89,7 +90,7 @@ def latest_rows(run_dir: Path, kind: str) -> dict[int, dict]:
 
 def restart_seconds(run_dir: Path) -> list[float]:
     times: dict[int, list[float]] = {}
-    for r in RunDir(run_dir).metrics_rows():
+    for r in records.read(RunDir(run_dir)):
         times.setdefault(r["restart"], []).append(r["time"])
     return [max(t) - min(t) for _, t in sorted(times.items())]
 
@@ -99,7 +100,7 @@ def restart_seconds(run_dir: Path) -> list[float]:
 
 def test_resumed_run_has_one_point_per_step_from_the_latest_restart(runs: dict) -> None:
     run_dir = runs["dirs"]["resumed"]
-    rows = RunDir(run_dir).metrics_rows()
+    rows = records.read(RunDir(run_dir))
     starts = [r for r in rows if r["kind"] == "start"]
     assert len(starts) == 2
     resumed_from = starts[1]["step"]  # the checkpoint the second start loaded (5, or 10 if it got that far)
@@ -121,7 +122,7 @@ def test_resumed_run_has_one_point_per_step_from_the_latest_restart(runs: dict) 
 
 def test_training_hours_exclude_the_gap_between_restarts(runs: dict) -> None:
     run_dir = runs["dirs"]["resumed"]
-    rows = RunDir(run_dir).metrics_rows()
+    rows = records.read(RunDir(run_dir))
     run = load_run(run_dir)
     expected = sum(restart_seconds(run_dir)) / 3600
     assert run.raw["hours"].max() == pytest.approx(expected, rel=1e-9)
@@ -217,7 +218,7 @@ def test_x_hours(runs: dict, tmp_path: Path) -> None:
     ax = fig.axes[0]
     assert ax.get_xscale() == "linear" and "hours" in ax.get_xlabel()
     # The last val point: all of the first life's time plus the second's up to that row.
-    rows = RunDir(runs["dirs"]["resumed"]).metrics_rows()
+    rows = records.read(RunDir(runs["dirs"]["resumed"]))
     second_start = min(r["time"] for r in rows if r["restart"] == 1)
     last_val = [r for r in rows if r["kind"] == "val"][-1]
     expected = (restart_seconds(runs["dirs"]["resumed"])[0] + last_val["time"] - second_start) / 3600
@@ -227,7 +228,7 @@ def test_x_hours(runs: dict, tmp_path: Path) -> None:
 
 def test_logged_lr_is_the_schedule(runs: dict) -> None:
     run_dir = runs["dirs"]["lr1e-2"]
-    steps, lrs = lr_schedule.schedule_curve(RunDir(run_dir).read_spec())
+    steps, lrs = lr_schedule.schedule_curve(read_spec(RunDir(run_dir)))
     logged = latest_rows(run_dir, "train")
     assert steps.tolist() == sorted(logged)
     np.testing.assert_allclose(lrs, [logged[s]["lr"] for s in steps.tolist()], rtol=1e-12)

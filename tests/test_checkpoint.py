@@ -1,5 +1,5 @@
-"""harness.checkpoint in one process: layout, pruning, never loading a half-written or corrupt checkpoint,
-background saves, RNG streams, load_model's three kinds of source, and a full disk."""
+"""harness.train.checkpoint and harness.model.io in one process: layout, pruning, never loading a half-written
+corrupt checkpoint, background saves, RNG streams, load_model's three kinds of source, and a full disk."""
 
 import collections
 import random
@@ -13,22 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import config
-from harness.checkpoint import (
-    CheckpointConfig,
-    Checkpointer,
-    CheckpointError,
-    CheckpointLayoutError,
-    load,
-    load_latest,
-    load_model,
-    rng_state,
-    set_rng_state,
-)
-from harness.config import Experiment
+from harness import spec as config
 from harness.distributed import DistEnv
-from harness.model import GPT, ModelConfig, load_hf_gpt2
+from harness.model.gpt import GPT
+from harness.model.io import load_hf_gpt2, load_model
+from harness.model.sources import CheckpointError, CheckpointLayoutError
 from harness.run_dir import RunDir, list_checkpoints, step_dir
+from harness.spec import CheckpointConfig, Experiment, ModelConfig, init_run_dir
+from harness.train.checkpoint import Checkpointer, load, load_latest, rng_state, set_rng_state
 
 CPU = torch.device("cpu")
 ENV = DistEnv(0, 0, 1, CPU, None)
@@ -369,7 +361,7 @@ def test_load_model_from_run_and_checkpoint_dirs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run = Run()
     exp = config.resolve(Experiment(name="tiny", run_dir=str(run_dir), model=TINY))
-    RunDir(exp.run_dir).init(exp)
+    init_run_dir(RunDir(exp.run_dir), exp)
     ckpt = checkpointer(run_dir / "checkpoints")
     at_10 = run.snapshot()["model"]
     run.save(ckpt, 10)

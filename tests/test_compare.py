@@ -13,8 +13,9 @@ from scipy import stats
 
 from analysis import compare
 from analysis.runs import load_runs
-from harness.config import SpecError
+from harness import records
 from harness.run_dir import RunDir
+from harness.spec import SpecError
 from tests.helpers import PNG, SWEEP_BATCH, SWEEP_LRS, SWEEP_SEEDS, SWEEP_STEPS, harness
 
 # t(0.975) with 2 degrees of freedom (3 seeds), from the closed form of the t quantile at 2 df,
@@ -25,7 +26,7 @@ VAL_TOKENS = [step * SWEEP_BATCH for step in range(0, SWEEP_STEPS + 1, 4)]  # va
 
 def val_losses(run_dir: Path) -> dict[int, float]:
     """tokens -> val loss, from the metrics file itself."""
-    return {r["tokens"]: r["loss"] for r in RunDir(run_dir).metrics_rows() if r["kind"] == "val"}
+    return {r["tokens"]: r["loss"] for r in records.read(RunDir(run_dir)) if r["kind"] == "val"}
 
 
 def logged(sweep: dict, lr: str, metric: str) -> np.ndarray:

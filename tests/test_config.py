@@ -1,4 +1,4 @@
-"""harness.config: validation that names the field, experiment files, CLI overrides, and the run directory."""
+"""harness.spec: validation that names the field, experiment files, CLI overrides, and the run directory."""
 
 import json
 import subprocess
@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import simple_parsing
 
-from harness import config
-from harness.config import Experiment, SpecError
+from harness import spec as config
 from harness.run_dir import RunDir
+from harness.cluster.inputs import ready
+from harness.spec import Experiment, SpecError, init_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO / "experiments/shakespeare.py"
@@ -31,16 +32,17 @@ def change(exp: Experiment, **fields: object) -> Experiment:
     return simple_parsing.replace(exp, fields)
 
 
-def errors(exp: Experiment, world_size: int = 1, **kwargs: object) -> list[str]:
-    """The lines of the SpecError that validate raises (one error per line)."""
+def errors(exp: Experiment, world_size: int = 1, inputs: bool = False) -> list[str]:
+    """The lines of the SpecError that validation raises (one error per line): of the spec alone, or with
+    `inputs`, also against its data and sources (harness.cluster.inputs)."""
     with pytest.raises(SpecError) as e:
-        config.validate(exp, world_size, **kwargs)
+        ready(exp, world_size) if inputs else config.validate(exp, world_size)
     return str(e.value).splitlines()
 
 
 def test_the_shakespeare_spec_is_valid(spec: Experiment) -> None:
-    config.validate(spec, 1, check_data=False)
-    config.validate(spec, 2, check_data=False)  # 1 pass each on 2 ranks
+    config.validate(spec, 1)
+    config.validate(spec, 2)  # 1 pass each on 2 ranks
 
 
 # ----------------------------------------------------------------------------- validation
@@ -54,7 +56,7 @@ def test_the_shakespeare_spec_is_valid(spec: Experiment) -> None:
     ({"checkpoint.keep": 1}, "checkpoint.keep"),
     ({"eval.val_every": -1}, "eval.val_every"),
     ({"eval.sample_every": -40}, "eval.sample_every"),
-    ({"eval.hellaswag_every": -1}, "eval.hellaswag_every"),
+    ({"eval.tasks_every": -1}, "eval.tasks_every"),
     ({"eval.val_tokens": 3000}, "eval.val_tokens"),  # not a multiple of 2,048
     ({"model.preset": "gpt5"}, "model.preset"),
     ({"model.n_layer": None}, "model.n_layer"),  # free size (preset None) without a depth
@@ -64,16 +66,16 @@ def test_the_shakespeare_spec_is_valid(spec: Experiment) -> None:
     ({"cluster.signal_lead_s": 30 * 60}, "cluster.signal_lead_s"),  # time_min is 30
 ])
 def test_an_invalid_field_is_named(spec: Experiment, fields: dict, field: str) -> None:
-    lines = errors(change(spec, **fields), check_data=False)
+    lines = errors(change(spec, **fields))
     assert len(lines) == 1 and lines[0].startswith(f"{field}: "), lines
 
 
 def test_indivisible_batch_shows_the_arithmetic(spec: Experiment) -> None:
-    (line,) = errors(change(spec, **{"train.batch_tokens": 6144}), world_size=2, check_data=False)
+    (line,) = errors(change(spec, **{"train.batch_tokens": 6144}), world_size=2)
     assert line.startswith("train.batch_tokens: 6,144 is not divisible"), line
     assert "micro_batch x seq_len x world_size = 16 x 128 x 2 = 4,096" in line, line
     fits_3 = change(spec, **{"train.batch_tokens": 6144, "eval.val_tokens": 5 * 6144})  # 16 x 128 x 3 = 6,144
-    config.validate(fits_3, 3, check_data=False)
+    config.validate(fits_3, 3)
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -86,14 +88,14 @@ def test_indivisible_batch_shows_the_arithmetic(spec: Experiment) -> None:
     ({"cluster.sbatch_extra": "reservation=x"}, "cluster.sbatch_extra: expected list[str], got str"),
 ])
 def test_a_wrong_type_is_named(spec: Experiment, fields: dict, message: str) -> None:
-    lines = errors(change(spec, **fields), check_data=False)
+    lines = errors(change(spec, **fields))
     assert lines[0].startswith(message), lines
 
 
 def test_several_errors_are_reported_together(spec: Experiment) -> None:
     bad = change(spec, **{"name": "a b", "optim.lr": 0.0, "checkpoint.keep": 1, "schedule.warmup": 500,
                           "train.batch_tokens": 5000})
-    fields = [line.split(":")[0] for line in errors(bad, check_data=False)]
+    fields = [line.split(":")[0] for line in errors(bad)]
     assert fields == ["name", "train.batch_tokens", "optim.lr", "schedule.warmup", "schedule.min_lr",
                       "checkpoint.keep"]
 
@@ -102,31 +104,30 @@ def test_several_errors_are_reported_together(spec: Experiment) -> None:
 
 
 def test_missing_data_names_the_field_and_the_fix(spec: Experiment, tmp_path: Path) -> None:
-    lines = errors(change(spec, **{"data.dir": str(tmp_path / "nowhere")}))
+    lines = errors(change(spec, **{"data.dir": str(tmp_path / "nowhere")}), inputs=True)
     assert lines[0].startswith("data.dir: "), lines
     assert str(tmp_path / "nowhere") in lines[0]
     assert "harness.prepare" in "\n".join(lines)
 
 
 def test_prepared_data_passes(spec: Experiment, shakespeare_dir: Path) -> None:
-    config.validate(change(spec, **{"data.dir": str(shakespeare_dir)}), 1)
-    config.validate(change(spec, **{"data.dir": str(shakespeare_dir)}), 2)
+    ready(change(spec, **{"data.dir": str(shakespeare_dir)}), 1)
+    ready(change(spec, **{"data.dir": str(shakespeare_dir)}), 2)
 
 
 def test_more_val_tokens_than_the_split_is_refused(spec: Experiment, shakespeare_dir: Path) -> None:
     val = json.loads((shakespeare_dir / "manifest.json").read_text())["splits"]["val"]["tokens"]
     too_many = (val // 2048 + 1) * 2048  # a multiple of the 2,048 tokens per pass, just above the split
-    lines = errors(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many}))
+    lines = errors(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many}), inputs=True)
     assert len(lines) == 1 and lines[0].startswith("eval.val_tokens: "), lines
     assert f"{val:,} val tokens" in lines[0]
     # ... unless validation is off
-    config.validate(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many,
-                                    "eval.val_every": 0}), 1)
+    ready(change(spec, **{"data.dir": str(shakespeare_dir), "eval.val_tokens": too_many, "eval.val_every": 0}), 1)
 
 
 # ----------------------------------------------------------------------------- experiment files
 
-HEADER = "from harness.config import Experiment\nfrom harness.optim import OptimConfig\n"
+HEADER = "from harness.spec import Experiment\nfrom harness.optim import OptimConfig\n"
 
 
 def write(path: Path, text: str) -> Path:
@@ -240,7 +241,7 @@ def test_a_sweep_needs_an_index(tmp_path: Path) -> None:
 
 def test_cli_reloads_a_run_directory(spec: Experiment, tmp_path: Path) -> None:
     saved = config.resolve(change(spec, run_dir=str(tmp_path / "run"), seed=5))
-    RunDir(saved.run_dir).init(saved)
+    init_run_dir(RunDir(saved.run_dir), saved)
     assert config.parse_cli([str(tmp_path / "run")], "prog") == [saved]
     (exp,) = config.parse_cli([str(tmp_path / "run"), "--optim.lr", "1e-3"], "prog")
     assert exp == config.resolve(change(saved, **{"optim.lr": 1e-3}))  # the derived optim.scaled_lr too
@@ -259,9 +260,9 @@ def test_json_round_trip(spec: Experiment) -> None:
 def test_from_json_names_an_unknown_key(spec: Experiment) -> None:
     d = json.loads(config.to_json(spec))
     d["optim"]["bogus"] = 1
-    with pytest.raises(SpecError, match=r"^run/config.json: unknown field optim\.bogus$"):
+    with pytest.raises(SpecError, match=r"^run/config.json: optim\.bogus: unknown field$"):
         config.from_json(json.dumps(d), "run/config.json")
     d = json.loads(config.to_json(spec))
     d["colour"] = "red"
-    with pytest.raises(SpecError, match="unknown field colour"):
+    with pytest.raises(SpecError, match="^colour: unknown field$"):
         config.from_json(json.dumps(d))

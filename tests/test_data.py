@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import DataError, ShardedTokenReader, load_manifest
-from harness.shards import ShardError, write_shard
+from harness.data.manifest import DataError, load_manifest
+from harness.data.reader import ShardedTokenReader
+from harness.data.shards import ShardError, write_shard
 
 B, T = 4, 64  # small batches: a whole epoch is a few thousand steps
 

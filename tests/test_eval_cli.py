@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from harness.checkpoint import load_model
-from harness.data import ShardedTokenReader
+from harness.data.reader import ShardedTokenReader
 from harness.distributed import DistEnv
 from harness.eval.hellaswag import evaluate_hellaswag
 from harness.eval.val_loss import val_loss
+from harness.model.io import load_model
 from tests.helpers import harness
 
 LIMIT = 40

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.checkpoint import load_latest
+from harness import records
 from harness.run_dir import RunDir, list_checkpoints
+from harness.train.checkpoint import load_latest
 from tests.helpers import harness, kill_group, launch, rows, train_args
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def test_nonfinite_updates_can_be_skipped_instead(shakespeare_dir: Path, tmp_pat
     proc = train(run, shakespeare_dir, *EXPLODE, "--train.on_nonfinite", "skip")
     skipped = proc.stdout.count("non-finite gradient norm, update skipped")
     assert skipped > 0
-    rows = RunDir(run).metrics_rows()  # strict JSON: non-finite values are logged as null
+    rows = records.read(RunDir(run))  # strict JSON: non-finite values are logged as null
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 11))
     assert any(r["kind"] == "train" and r["grad_norm"] is None for r in rows)
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -107,7 +108,7 @@ def test_a_half_line_left_by_a_crash_stays_isolated(shakespeare_dir: Path, tmp_p
             json.loads(line)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = RunDir(run).metrics_rows()
+        rows = records.read(RunDir(run))
     assert len(caught) == 1 and "truncated or corrupt" in str(caught[0].message)
     assert sorted(r["step"] for r in rows if r["kind"] == "train" and r["restart"] == 1) == [5, 6]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import records
 from harness.ledger import CATEGORIES, starts
 from harness.run_dir import RunDir, read_jsonl
 from tests.helpers import harness, last_step, rows, train_args
@@ -39,11 +40,11 @@ def test_the_ledger_of_a_run_interrupted_twice_adds_up(shakespeare_dir: Path, tm
     saved = (resumed // 10 + 1) * 10  # the next periodic checkpoint after the resume
     wait_until(f"step {saved + 3}", lambda: last_step(run_dir) >= saved + 3, logs=logs)
     os.kill(worker_pid(run_dir, rank=1), signal.SIGKILL)
-    wait_until("the run to finish", lambda: not queued(job) and RunDir(run_dir).state() == "finished",
+    wait_until("the run to finish", lambda: not queued(job) and records.state(RunDir(run_dir)) == "finished",
                timeout=400, logs=logs)
 
     run = RunDir(run_dir)
-    found = starts(run.metrics_rows(), read_jsonl(run.jobs))
+    found = starts(records.read(run), read_jsonl(run.jobs))
     assert [s.restart for s in found] == [0, 1, 2]
     for s in found:  # every second of every start in a category, up to a second
         assert set(s.seconds) == set(CATEGORIES) and abs(s.seconds["other"]) < 1.0, (s.restart, s.seconds)

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import health
-from harness.cluster import ClusterConfig, node_script
+from harness.cluster import health
+from harness.cluster.job import node_script
 from harness.distributed import DistEnv
+from harness.spec import ClusterConfig
 
 CPU = torch.device("cpu")
 

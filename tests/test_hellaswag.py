@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.checkpoint import load_model
+from harness.data.tokenizer import gpt2_encoding
 from harness.distributed import DistEnv
 from harness.eval import hellaswag as hs
-from harness.model import GPT, ModelConfig
-from harness.tokenizer import gpt2_encoding
+from harness.model.gpt import GPT
+from harness.model.io import load_model
+from harness.spec import ModelConfig
 from tests.hellaswag_data import ROWS
 
 N = 40  # the first examples, compared with the reference
@@ -110,7 +111,7 @@ def test_examples_are_cached_per_path_and_limit(hellaswag, tmp_path):
     model = random_gpt(256)
     first = hs.evaluate_hellaswag(model, str(path), 10, SINGLE)
     path.unlink()  # a second evaluation must not read the file again
-    assert hs.evaluate_hellaswag(model, str(path), 10, SINGLE) == first and first["n"] == 10
+    assert hs.evaluate_hellaswag(model, str(path), 10, SINGLE) == first and first["examples"] == 10
     with pytest.raises(hs.HellaSwagDataError, match="val.jsonl"):
         hs.evaluate_hellaswag(model, str(path), 11, SINGLE)  # another limit: read again
 

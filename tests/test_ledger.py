@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.checkpoint import CheckpointConfig, plan, young_interval
+from harness import records
 from harness.ledger import CATEGORIES, ledger, starts
 from harness.run_dir import RunDir, read_jsonl
+from harness.spec import CheckpointConfig
+from harness.train.saving import plan, young_interval
 from tests.helpers import finish, kill_group, launch, rows, train_args, wait_for_step
 
 
@@ -131,7 +133,7 @@ def test_a_killed_and_resumed_run_accounts_for_its_time(shakespeare_dir: Path, t
     wait_for_step(run, 14, proc)
     kill_group(proc)
     finish(launch("harness.train", *args, log=tmp_path / "log"), tmp_path / "log")
-    found = starts(RunDir(run).metrics_rows(), read_jsonl(RunDir(run).jobs))
+    found = starts(records.read(RunDir(run)), read_jsonl(RunDir(run).jobs))
     assert [s.restart for s in found] == [0, 1]
     first = [r for r in rows(run, "train") if r["restart"] == 0]  # a row per step: log.every is 1
     assert max(r["step"] for r in first) >= 14

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.model import GPT, ModelConfig, load_hf_gpt2
-from harness.optim import OptimConfig, build_optimizer, param_groups
+from harness.model.gpt import GPT
+from harness.model.io import load_hf_gpt2
+from harness.spec import ModelConfig, OptimConfig
+from harness.train.optim import build_optimizer, param_groups
 
 TINY = ModelConfig(preset=None, n_layer=2, n_head=4, n_embd=64, block_size=64, vocab_size=512)
 

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.prepare import main
-from harness.sources import SourceError, SplitRule
-from harness.tokenizer import EOT, GPT2_RANKS_SHA256, gpt2_encoding
+from harness.data.prepare import main
+from harness.data.sources import SourceError, SplitRule
+from harness.data.tokenizer import EOT, GPT2_RANKS_SHA256, gpt2_encoding
 from tests.helpers import harness, launch
 
 # ----------------------------------------------------------------------------- helpers

@@ -10,12 +10,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness import config
-from harness.checkpoint import load_model
-from harness.data import ShardedTokenReader
-from harness.model import GPT, ModelConfig
-from harness.pretrained import check, load_pretrained
+from harness import spec as config
+from harness.data.reader import ShardedTokenReader
+from harness.model.gpt import GPT
+from harness.model.io import load_model, load_pretrained
+from harness.model.sources import check_init_from as check
 from harness.run_dir import RunDir
+from harness.spec import ModelConfig, read_spec
 from tests.helpers import REPO, finish, harness, launch, rows, train_args, train_losses, wait_for_step
 
 # The tiny GPT of tests/helpers.py (2 layers, 2 heads, 64 wide) with OpenAI's vocabulary and a 128-token table.
@@ -117,14 +118,23 @@ def test_the_finetune_experiment_fits_openai_gpt2(tmp_path: Path) -> None:
     assert check(dataclasses.replace(exp.model, unpadded_vocab=0))[0].startswith("unpadded_vocab: must be 50257")
 
 
-def test_a_bad_init_from_stops_the_trainer_naming_the_field(hf_dir: Path, shakespeare_dir: Path,
-                                                            tmp_path: Path) -> None:
+def test_init_from_fills_the_vocabulary_and_a_bad_one_stops_the_trainer(hf_dir: Path, shakespeare_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    """A spec that pads to 50,304 and says nothing of the source's 50,257 rows gets model.unpadded_vocab filled
+    in from the source (said in the start row and kept in config.json); a shape that does not match stops the
+    trainer before anything is written, naming the field."""
     run = tmp_path / "run"
-    proc = harness("harness.train", *train_args(run, shakespeare_dir, "--model.init_from", str(hf_dir), steps=4),
-                   check=False)
+    harness("harness.train", *train_args(run, shakespeare_dir, "--model.init_from", str(hf_dir), "--schedule.warmup", "0",
+                                         steps=1))
+    (start,) = rows(run, "start")
+    assert start["filled"] == {"model.unpadded_vocab": 50257}
+    assert read_spec(RunDir(run)).model.unpadded_vocab == 50257
+    bad = tmp_path / "bad"
+    proc = harness("harness.train", *train_args(bad, shakespeare_dir, "--model.init_from", str(hf_dir),
+                                                "--model.n_layer", "3", steps=4), check=False)
     assert proc.returncode != 0
-    assert "model.unpadded_vocab: must be 50257" in proc.stderr, proc.stderr[-2000:]
-    assert not (run / "checkpoints").exists()
+    assert "model.n_layer: 3 does not match" in proc.stderr, proc.stderr[-2000:]
+    assert not (bad / "checkpoints").exists()
 
 
 # ----------------------------------------------------------------------------- through the trainer
@@ -137,7 +147,7 @@ def finetune(run: Path, data: Path, source: Path, steps: int, *more: str) -> lis
 
 def first_batches(run: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The micro-batches of the run's first step, read as its trainer reads them."""
-    spec = RunDir(run).read_spec()
+    spec = read_spec(RunDir(run))
     tc = spec.train
     reader = ShardedTokenReader(spec.data.dir, "train", batch_size=tc.micro_batch, seq_len=tc.seq_len,
                                 shuffle=spec.data.shuffle, seed=spec.seed)

@@ -17,6 +17,7 @@ from matplotlib.image import imread
 from scipy import stats
 
 from analysis import report
+from harness import records
 from harness.run_dir import RunDir
 from tests.helpers import PNG, SWEEP_LRS, SWEEP_PROMPT, SWEEP_SEEDS
 
@@ -108,7 +109,7 @@ class Dom(HTMLParser):
 
 
 def final_val_loss(run_dir: Path) -> float:
-    val = [r for r in RunDir(run_dir).metrics_rows() if r["kind"] == "val"]
+    val = [r for r in records.read(RunDir(run_dir)) if r["kind"] == "val"]
     return max(val, key=lambda r: r["step"])["loss"]
 
 
@@ -185,7 +186,7 @@ def test_each_run_shows_its_differing_fields_state_and_sample(seed_sweep: dict, 
     shown = sorted((float(t[0][1]), int(t[1][1])) for t in differing)
     assert shown == sorted((float(lr), seed) for lr, seed in seed_sweep)
     # Every sample (at steps 0 and 12) as logged; its markup is text: no <i> element anywhere.
-    logged = [r["text"] for d in seed_sweep.values() for r in RunDir(d).metrics_rows() if r["kind"] == "sample"]
+    logged = [r["text"] for d in seed_sweep.values() for r in records.read(RunDir(d)) if r["kind"] == "sample"]
     assert len(logged) == 2 * len(seed_sweep) and sorted(dom.pre) == sorted(logged)
     assert all(text.startswith(SWEEP_PROMPT) for text in dom.pre)
     assert "i" not in dom.tags and "script" not in dom.tags and "link" not in dom.tags

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import simple_parsing
 
-from harness import atomic, config
-from harness.config import Experiment, SpecError
+from harness import atomic
+from harness import spec as config
+from harness.cluster.status import run_status
 from harness.run_dir import JsonlAppender, RunDir, read_jsonl, run_state
-from harness.status import run_status
+from harness.spec import Experiment, SpecError, init_run_dir, read_spec
 from tests.helpers import REPO, harness
 
 
@@ -25,22 +26,22 @@ def spec(tmp_path: Path) -> Experiment:
 
 def test_init_writes_and_checks_the_spec(spec: Experiment) -> None:
     run = RunDir(spec.run_dir)
-    assert run.init(spec) == {}
-    assert run.read_spec() == spec
-    assert run.init(spec) == {}  # the same spec again
+    assert init_run_dir(run, spec) == {}
+    assert read_spec(run) == spec
+    assert init_run_dir(run, spec) == {}  # the same spec again
 
     lower = simple_parsing.replace(spec, {"optim.lr": 1e-3})
-    assert run.init(lower) == {"optim.lr": (3e-3, 1e-3)}
-    assert run.read_spec() == lower  # the accepted change is recorded
+    assert init_run_dir(run, lower) == {"optim.lr": (3e-3, 1e-3)}
+    assert read_spec(run) == lower  # the accepted change is recorded
 
     deeper = simple_parsing.replace(lower, {"model.n_layer": 5})
     with pytest.raises(SpecError, match=r"model\.n_layer: 4 -> 5"):
-        run.init(deeper)
-    assert run.read_spec() == lower  # a refused spec is not written
+        init_run_dir(run, deeper)
+    assert read_spec(run) == lower  # a refused spec is not written
 
     with pytest.raises(SpecError, match=r"optim\.lr: 0\.001 -> 0\.0003"):
-        run.init(simple_parsing.replace(lower, {"optim.lr": 3e-4}), allow="none")
-    assert run.read_spec() == lower
+        init_run_dir(run, simple_parsing.replace(lower, {"optim.lr": 3e-4}), allow="none")
+    assert read_spec(run) == lower
 
 
 def test_a_cut_short_last_line_is_skipped_with_one_warning(tmp_path: Path) -> None:
@@ -116,7 +117,7 @@ def test_status_survives_a_half_line_in_the_error_records(spec: Experiment) -> N
     """The crash that writes an error record can cut it short: status must still show the run, with
     the last whole error."""
     run = RunDir(spec.run_dir)
-    run.init(spec)
+    init_run_dir(run, spec)
     out = JsonlAppender(run.metrics)
     out.write({"kind": "start", "step": 0, "restart": 0, "time": 1.0, "world_size": 1, "device": "cpu (2 threads)",
                "hosts": ["n1"]})
@@ -134,7 +135,7 @@ def test_status_survives_a_half_line_in_the_error_records(spec: Experiment) -> N
 
 def test_status_names_the_layout_of_a_cpu_run(spec: Experiment) -> None:
     run = RunDir(spec.run_dir)
-    run.init(spec)
+    init_run_dir(run, spec)
     assert run_status(run)["layout"] == "1 node x 1 proc (cpu)"  # from the spec: no start yet
     out = JsonlAppender(run.metrics)
     out.write({"kind": "start", "step": 0, "restart": 0, "time": 1.0, "world_size": 16, "device": "NVIDIA H100",
@@ -172,7 +173,7 @@ def test_a_missing_data_dir_names_its_source_or_the_choices(tmp_path: Path) -> N
 def test_after_step_command_reads_the_run_state(spec: Experiment) -> None:
     """sbatch/train.sh asks `harness.cluster after-step` what to do; outside a job it only answers."""
     run = RunDir(spec.run_dir)
-    run.init(spec)
+    init_run_dir(run, spec)
     out = JsonlAppender(run.metrics)
     out.write({"kind": "start", "time": 1.0})
     out.write({"kind": "stop", "time": 2.0, "reason": "preempted"})

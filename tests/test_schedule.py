@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.optim import ScheduleConfig, lr_at
+from harness.spec import ScheduleConfig, lr_at
 
 LR, MIN_LR = 1e-3, 1e-4
 SCHED = ScheduleConfig(steps=110, warmup=10, min_lr=MIN_LR)  # 100 decay steps: the midpoint is step 60

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.spec import init_run_dir
 from tests.helpers import harness, last_step, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
@@ -157,7 +158,7 @@ def test_bad_submissions_fail_before_queueing(args: list[str], message: str, sha
 ])
 def test_bad_experiment_files_are_refused(source: str, message: str, tmp_path: Path) -> None:
     exp = tmp_path / "bad.py"
-    exp.write_text("from harness.config import Experiment\n" + source)
+    exp.write_text("from harness.spec import Experiment\n" + source)
     proc = harness_submit(str(exp), check=False)
     assert proc.returncode != 0 and str(exp) in proc.stderr and message in proc.stderr, proc.stderr
 
@@ -167,11 +168,11 @@ def test_resubmitting_a_changed_spec_is_refused(shakespeare_dir: Path, tmp_path:
             *TINY, *CLUSTER]
     harness_submit(*args, "--dry-run")  # prints, creates nothing
     assert not (tmp_path / "run").exists()
-    from harness import config
+    from harness import spec as config
     from harness.run_dir import RunDir
 
     (spec,) = config.parse_cli(args, "test")
-    RunDir(spec.run_dir).init(spec)
+    init_run_dir(RunDir(spec.run_dir), spec)
     proc = harness_submit(*args, "--optim.lr", "1e-3", check=False)
     assert proc.returncode != 0 and f"optim.lr: {spec.optim.lr} -> 0.001" in proc.stderr, proc.stderr
 

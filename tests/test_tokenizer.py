@@ -12,7 +12,7 @@ import tiktoken
 import tiktoken.registry
 from tiktoken.load import load_tiktoken_bpe
 
-from harness.tokenizer import EOT, GPT2_RANKS_SHA256, VOCAB_SIZE, gpt2_encoding
+from harness.data.tokenizer import EOT, GPT2_RANKS_SHA256, VOCAB_SIZE, gpt2_encoding
 
 R50K_URL = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
 ASSET = resources.files("harness") / "assets" / "gpt2.tiktoken"
@@ -118,13 +118,15 @@ def test_gpt2_encoding_refuses_corrupt_asset(tmp_path, cache):
     """A copy of the package whose rank file is corrupt must not load, even with tiktoken's cache off."""
     pkg = tmp_path / "pkg" / "harness"
     (pkg / "assets").mkdir(parents=True)
+    (pkg / "data").mkdir()
     src = resources.files("harness")
-    for name in ("__init__.py", "tokenizer.py"):
+    for name in ("__init__.py", "data/tokenizer.py"):
         (pkg / name).write_bytes((src / name).read_bytes())
+    (pkg / "data" / "__init__.py").write_text("")  # the tokenizer alone, not the package's other modules
     (pkg / "assets" / "gpt2.tiktoken").write_bytes(_corrupt(ASSET.read_bytes()))
     env = dict(os.environ, PYTHONPATH=str(pkg.parent))
     env["TIKTOKEN_CACHE_DIR"] = "" if cache == "disabled" else str(tmp_path / "cache")
-    code = "import harness.tokenizer as t; print(t.__file__); t.gpt2_encoding()"
+    code = "import harness.data.tokenizer as t; print(t.__file__); t.gpt2_encoding()"
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert str(pkg) in r.stdout  # the copy was imported, not the checkout
     assert r.returncode != 0

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import records
+from harness.cluster.triage import classify
 from harness.run_dir import JsonlAppender, RunDir
-from harness.triage import classify
 from tests.helpers import harness, last_step, rows, train_args
 from tests.slurm_helpers import (
     harness_submit,
@@ -210,5 +211,5 @@ def test_resume_failed_resubmits_exactly_the_curable_runs(shakespeare_dir: Path,
     again = harness_submit(str(sweep), "--resume", "--failed").stdout  # while they are queued: skipped
     assert again.count("already queued or running") == 2 and not re.search(r"submitted sweep-", again), again
     wait_until("the resubmitted runs to finish", lambda: all(
-        RunDir(runs[i]).state() == "finished" for i in (3, 4)), timeout=400, logs=tmp_path)
+        records.state(RunDir(runs[i])) == "finished" for i in (3, 4)), timeout=400, logs=tmp_path)
     assert classify(RunDir(runs[1]), None).kind == "nonfinite"

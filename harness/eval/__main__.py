@@ -1,13 +1,16 @@
 """Evaluate a model outside the training loop, as one process or under torchrun.
 
-    python -m harness.eval hellaswag log/gpt2-124m                      # a run: its newest valid checkpoint
-    python -m harness.eval hellaswag path/to/hf-gpt2 --data hellaswag_val.jsonl
-    torchrun --nproc-per-node 8 -m harness.eval hellaswag log/gpt2-124m/checkpoints/step_00019000
+    python -m harness.eval --list                                           # the tasks
+    python -m harness.eval hellaswag_nanogpt log/gpt2-124m                  # a run: its newest valid checkpoint
+    python -m harness.eval hellaswag_nanogpt path/to/hf-gpt2 --data hellaswag_val.jsonl
+    torchrun --nproc-per-node 8 -m harness.eval hellaswag_nanogpt log/gpt2-124m/checkpoints/step_00019000
     python -m harness.eval val-loss log/gpt2-124m --data log/data/fineweb10b --tokens 10485760
 
 TARGET is a run directory, a checkpoint directory or a HuggingFace GPT-2 directory. Rank 0 prints
-one JSON line and writes the same JSON beside the weights it evaluated (eval_hellaswag.json or
-eval_val_loss.json in the checkpoint or HuggingFace directory).
+one JSON line and writes the same JSON beside the weights it evaluated (eval_TASK.json or
+eval_val_loss.json in the checkpoint or HuggingFace directory). A task scored on a checkpoint of a run
+is also recorded in the run's metrics (an `eval` row of that step, marked `later`), and the run's
+summary is rewritten.
 """
 
 import argparse
@@ -20,23 +23,29 @@ from pathlib import Path
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from harness import distributed
+from harness import distributed, records
 from harness.atomic import write_text
-from harness.checkpoint import CheckpointError, load_model
-from harness.data import DataError, ShardedTokenReader
-from harness.eval import EvalConfig
-from harness.eval.hellaswag import HellaSwagDataError, cache_file, evaluate_hellaswag
+from harness.data.manifest import DataError
+from harness.data.reader import ShardedTokenReader
+from harness.eval import registry
+from harness.eval.cli import parser
+from harness.eval.hellaswag import HellaSwagDataError
 from harness.eval.val_loss import val_loss
-from harness.model import autocast
+from harness.model.gpt import autocast
+from harness.model.io import load_model
+from harness.model.sources import CheckpointError
+from harness.run_dir import JsonlAppender, RunDir
 
 
-def hellaswag(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
-              precision: contextlib.AbstractContextManager) -> dict:
+def task_command(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
+                 precision: contextlib.AbstractContextManager) -> dict:
+    task = registry.get(args.command)
     t0 = time.time()
-    result = evaluate_hellaswag(model, args.data, args.limit, env, precision, batch_examples=args.batch)
+    examples = task.load(args.data, args.limit, env)
+    result = task.score(model, examples, env, precision, args.batch)
     seconds = time.time() - t0
-    return result | {"seconds": round(seconds, 3), "examples_per_s": round(result["n"] / max(seconds, 1e-9), 2),
-                     "data": args.data or str(cache_file())}
+    return {"task": task.name, **result, "seconds": round(seconds, 3),
+            "examples_per_s": round(result["examples"] / max(seconds, 1e-9), 2), "data": args.data}
 
 
 def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
@@ -56,44 +65,43 @@ def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: dist
             "seconds": round(time.time() - t0, 3), "data": str(args.data)}
 
 
-COMMANDS = {"hellaswag": (hellaswag, "eval_hellaswag.json"), "val-loss": (val_loss_command, "eval_val_loss.json")}
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("target", help="a run directory, a checkpoint directory or a HuggingFace GPT-2 directory")
-    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    common.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="bfloat16: autocast, as in training (float32 reproduces the published GPT-2 scores)")
-
-    h = sub.add_parser("hellaswag", parents=[common], help="HellaSwag accuracy (completion style)")
-    h.add_argument("--data", default=None,
-                   help=f"hellaswag_val.jsonl or a datasets.save_to_disk directory (default: {cache_file()}, "
-                        "downloaded if missing)")
-    h.add_argument("--limit", type=int, default=0, help="only the first N examples (0: all 10,042)")
-    h.add_argument("--batch", type=int, default=8, help="examples per forward pass (4 sequences each)")
-
-    v = sub.add_parser("val-loss", parents=[common], help="mean loss over a fixed number of val tokens")
-    v.add_argument("--data", required=True, help="a prepared data directory (manifest.json and shards)")
-    v.add_argument("--tokens", type=int, default=EvalConfig.val_tokens,
-                   help="val tokens, rounded down to whole steps of batch*seq_len*ranks and to the split's size")
-    v.add_argument("--batch", type=int, default=8, help="sequences per rank per forward pass")
-    v.add_argument("--seq-len", type=int, default=0, help="tokens per sequence (0: min(block_size, 1024))")
-    return p
+def record_in_run(checkpoint: Path, result: dict) -> None:
+    """A task scored on a checkpoint of a run: an `eval` row of that step in the run's records (marked
+    `later`), and the run's summary rewritten from them."""
+    run = RunDir(checkpoint.parent.parent)
+    if not run.exists() or run.checkpoints != checkpoint.parent:
+        return
+    rows = records.read(run)
+    starts = [r for r in rows if r["kind"] == "start"]
+    batch = starts[-1]["batch_tokens"] if starts and starts[-1].get("batch_tokens") else run.spec_dict()["train"][
+        "batch_tokens"]
+    step = int(result["step"])
+    row = records.Eval(step=step, tokens=step * batch, task=result["task"], examples=result["examples"],
+                       acc=result["acc"], acc_norm=result.get("acc_norm"), seconds=result["seconds"], later=True)
+    out = JsonlAppender(run.metrics)
+    try:
+        out.write(records.as_dict(row, restart=max(0, len(starts) - 1)))
+        out.sync()
+    finally:
+        out.close()
+    records.refresh_summary(run)
 
 
 @record  # under torchrun, the first failing rank's traceback heads the job's error report
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     args = parser().parse_args(argv)
-    run, filename = COMMANDS[args.command]
+    if args.list:
+        for name, (_, what) in registry.TASKS.items():
+            print(f"{name:20s} {what}")
+        return None
+    if not args.command:
+        parser().error("name a task (--list) or val-loss")
+    is_task = args.command != "val-loss"
     env = distributed.setup(args.device)
     precision = autocast(env.device, args.dtype)
     try:
         model, info = load_model(args.target, env.device)
-        result = run(model, args, env, precision)
+        result = (task_command if is_task else val_loss_command)(model, args, env, precision)
     except (CheckpointError, DataError, HellaSwagDataError, FileNotFoundError, ValueError) as e:
         # Every rank meets the same bad input, so none is left waiting in a collective.
         sys.exit(f"error: {e}")
@@ -101,7 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
                "world_size": env.world_size}
     if env.is_main:
         print(json.dumps(result), flush=True)
-        write_text(Path(info["path"]) / filename, json.dumps(result, indent=1) + "\n")
+        name = f"eval_{result['task']}.json" if is_task else "eval_val_loss.json"
+        write_text(Path(info["path"]) / name, json.dumps(result, indent=1) + "\n")
+        if is_task and info["source"] == "checkpoint":
+            record_in_run(Path(info["path"]), result)
     del model
     distributed.teardown(env)
     return result

@@ -27,9 +27,10 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from harness.atomic import replacing
+from harness.data.sources import json_lines
+from harness.data.tokenizer import gpt2_encoding
 from harness.distributed import DistEnv, on_main
-from harness.sources import json_lines
-from harness.tokenizer import gpt2_encoding
+from harness.eval.registry import Task
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 VAL_EXAMPLES = 10_042
@@ -217,9 +218,15 @@ def cached_examples(data: str | None, limit: int, env: DistEnv) -> list[dict]:
 
 def evaluate_hellaswag(model: torch.nn.Module, data: str | None, limit: int, env: DistEnv,
                        autocast: contextlib.AbstractContextManager | None = None, batch_examples: int = 8) -> dict:
-    """Collective: every rank calls it. Returns {"acc", "acc_norm", "n"} over the first `limit`
-    examples (0: all); rank r scores examples r, r+W, r+2W, ..."""
-    mine = cached_examples(data, limit, env)[env.rank :: env.world_size]
+    """Collective: every rank calls it. Returns {"examples", "acc", "acc_norm"} over the first `limit`
+    examples (0: all)."""
+    return score(model, cached_examples(data, limit, env), env, autocast, batch_examples)
+
+
+def score(model: torch.nn.Module, examples: list[dict], env: DistEnv,
+          autocast: contextlib.AbstractContextManager | None = None, batch_examples: int = 8) -> dict:
+    """Collective: rank r scores examples r, r+W, r+2W, ...; {"examples", "acc", "acc_norm"} over all."""
+    mine = examples[env.rank :: env.world_size]
     preds = score_examples(model, mine, batch_examples, autocast)
     correct = sum(p == ex["label"] for (p, _), ex in zip(preds, mine, strict=True))
     correct_norm = sum(p == ex["label"] for (_, p), ex in zip(preds, mine, strict=True))
@@ -228,4 +235,7 @@ def evaluate_hellaswag(model: torch.nn.Module, data: str | None, limit: int, env
     if env.distributed:
         dist.all_reduce(counts, group=env.cpu_group)
     correct, correct_norm, n = counts.tolist()
-    return {"acc": correct / max(n, 1), "acc_norm": correct_norm / max(n, 1), "n": n}
+    return {"examples": n, "acc": correct / max(n, 1), "acc_norm": correct_norm / max(n, 1)}
+
+
+TASK = Task("hellaswag_nanogpt", load=lambda data, limit, env: cached_examples(data or None, limit, env), score=score)

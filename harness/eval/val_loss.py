@@ -4,7 +4,7 @@ import contextlib
 
 import torch
 
-from harness.data import ShardedTokenReader
+from harness.data.reader import ShardedTokenReader
 from harness.distributed import DistEnv, all_reduce_mean
 
 

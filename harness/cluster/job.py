@@ -1,94 +1,21 @@
-"""Cluster resources of a run, what every node of a job runs, and what a job does when its step ends.
-
-Used by `harness.submit` (submitit) and by `sbatch/train.sh`. Imports no Slurm library, so the
-trainer and the spec can import it anywhere.
-
-    python -m harness.cluster after-step RUN_DIR   # in a job: requeue it if its run asks; print the outcome
-                                                   # (what it does goes to stderr, the job log)
+"""What every node of a job runs (torchrun over a harness module, after the spec's set-up lines), and what
+a job does when its training step ends. Used by harness.submit (through submitit, which pickles
+`TorchrunJob`) and by sbatch/train.sh. Imports no torch: a node's task starts in a fraction of a second.
 """
 
-import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import threading
-import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
+from harness import records
+from harness.cluster.slurm import hostnames, job_fields
 from harness.run_dir import RunDir
-
-
-@dataclass
-class ClusterConfig:
-    """Slurm resources: one task per node, each running torchrun with one process per GPU."""
-
-    nodes: int = 1  # nodes in the job; one torchrun per node
-    gpus_per_node: int = 8  # GPUs requested per node (0 on CPU-only partitions)
-    procs_per_node: int = 0  # training processes per node (0: one per GPU, or 1 without GPUs)
-    cpus_per_task: int = 0  # CPU cores per node task (0: the partition's default)
-    mem_gb: int = 0  # memory per node in GB (0: the partition's default)
-    time_min: int = 24 * 60  # time limit per job run in minutes; the run requeues itself when it is hit
-    partition: str = ""  # Slurm partition (empty: the cluster's default)
-    account: str = ""  # Slurm account to charge
-    qos: str = ""  # Slurm quality of service
-    constraint: str = ""  # Slurm node feature constraint, e.g. "h100"
-    exclusive: bool = False  # ask for whole nodes
-    sbatch_extra: list[str] = field(default_factory=list)  # more sbatch options as key=value, e.g. reservation=x
-    signal_lead_s: int = 120  # the preemption/time-limit signal comes this long before the kill: a step plus a save
-    requeue: bool = True  # Slurm may put the job back in the queue (preemption, node failure), and so may the job
-    max_timeouts: int = 100  # requeues after hitting the time limit before giving up (preemptions are free)
-    setup: list[str] = field(default_factory=list)  # shell lines each node runs before torchrun ("module load x")
-    env: list[str] = field(default_factory=list)  # NAME=value set on each node, e.g. NCCL_IB_DISABLE=1
-    preflight: bool = True  # check every node at every start of a job; a bad one is excluded and the job requeued
-    # A host below this fraction of the other hosts' median on a preflight figure is bad. Healthy identical
-    # devices agree within 10 to 20 per cent; a throttled or shared GPU or a busy node loses far more.
-    preflight_fraction: float = 0.5
-    preflight_min_tflops: float = 0.0  # a host below this matmul TFLOP/s is bad (0: no floor)
-    preflight_min_memory_gbps: float = 0.0  # a host below this memory bandwidth (GB/s) is bad (0: no floor)
-    preflight_min_read_mbps: float = 0.0  # a host reading the shards slower than this (MB/s) is bad (0: no floor)
-    preflight_min_busbw_gbps: float = 0.0  # all-reduce bus bandwidth below this (GB/s) is warned about (0: none)
-    straggler_ratio: float = 0.0  # move off a host whose compute time stays above this x the others' (0: off)
-    straggler_steps: int = 5  # ... for this many log steps in a row
-
-    def check(self) -> list[str]:
-        """Problems with these settings, each naming its field."""
-        positive = [f"{n}: must be positive, got {getattr(self, n)}" for n in ("nodes", "time_min", "max_timeouts")
-                    if getattr(self, n) <= 0]
-        nonnegative = [f"{n}: must be >= 0, got {getattr(self, n)}"
-                       for n in ("gpus_per_node", "procs_per_node", "cpus_per_task", "mem_gb", "signal_lead_s")
-                       if getattr(self, n) < 0]
-        lead = [] if self.signal_lead_s < self.time_min * 60 else [
-            f"signal_lead_s: {self.signal_lead_s}s is not shorter than cluster.time_min={self.time_min}min"]
-        extra = [f"sbatch_extra: {opt!r} is not key=value" for opt in self.sbatch_extra
-                 if not ("=" in opt or opt.isidentifier())]
-        env = [f"env: {kv!r} is not NAME=value" for kv in self.env
-               if "=" not in kv or not kv.split("=", 1)[0].isidentifier()]
-        health = [msg for bad, msg in [
-            (not 0 < self.preflight_fraction <= 1,
-             f"preflight_fraction: must be in (0, 1], got {self.preflight_fraction}"),
-            (self.straggler_ratio != 0 and self.straggler_ratio <= 1,
-             f"straggler_ratio: must be above 1 (or 0: off), got {self.straggler_ratio}"),
-            (self.straggler_steps < 1, f"straggler_steps: must be positive, got {self.straggler_steps}"),
-        ] if bad]
-        floors = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in
-                  ("preflight_min_tflops", "preflight_min_memory_gbps", "preflight_min_read_mbps",
-                   "preflight_min_busbw_gbps") if getattr(self, n) < 0]
-        return positive + nonnegative + lead + extra + env + health + floors
-
-    @property
-    def nproc_per_node(self) -> int:
-        return self.procs_per_node or self.gpus_per_node or 1
-
-    @property
-    def world_size(self) -> int:
-        return self.nodes * self.nproc_per_node
-
+from harness.spec import ClusterConfig
 
 # torchrun shares its rendezvous store with the workers by default but keeps no per-attempt keys in
 # it (torch 2.13), so a worker group restarted after a failure can read the previous attempt's
@@ -127,48 +54,7 @@ def node_script(cluster: ClusterConfig, command: list[str]) -> str:
     return "\n".join([*lines, "exec " + shlex.join(command)])
 
 
-def head_node() -> str:
-    """The first node of this Slurm allocation, where the rendezvous store lives."""
-    out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True,
-                         text=True, check=True)
-    return out.stdout.split()[0]
-
-
 # ----------------------------------------------------------------------------- when a job's step ends
-
-
-def job_fields(job_id: str) -> dict[str, str]:
-    """`scontrol show job` as {field: value}."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
-    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
-
-
-def slurm_time(value: str) -> float | None:
-    """A time as scontrol prints it (2026-11-27T13:49:54, the controller's local time) -> epoch seconds."""
-    try:
-        return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:  # "Unknown", "None"
-        return None
-
-
-def allocation_started() -> float:
-    """When this process's allocation began: Slurm's StartTime for the job it runs in (a requeued
-    job's latest start), else when this process started."""
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if job_id:
-        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
-            started = slurm_time(job_fields(job_id).get("StartTime", ""))
-            if started:
-                return started
-    return psutil.Process().create_time()
-
-
-def hostnames(nodelist: str) -> list[str]:
-    """`n[1-3]` -> ["n1", "n2", "n3"] (Slurm's own expansion)."""
-    if not nodelist or nodelist == "(null)":
-        return []
-    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
-    return out.stdout.split()
 
 
 def requeue_excluding(job_id: str, hosts: list[str], log_dir: Path) -> str:
@@ -217,7 +103,7 @@ def after_step(run: RunDir, job_id: str | None) -> str:
     `scancel --signal=TERM`, say: if Slurm is already requeuing or ending the job, scontrol refuses
     and nothing changes), or if they moved off bad nodes (then without those nodes). Returns the
     run's state."""
-    outcome = run.state()
+    outcome = records.state(run)
     if job_id:  # the allocation's end, as near as the job itself can tell: for the run's goodput ledger
         run.record_job(event="step_end", job_id=job_id, outcome=outcome)
     if job_id and outcome == "preempted":
@@ -265,7 +151,7 @@ class TorchrunJob:
         while not self._done.wait(timeout=1.0):  # a short wait keeps the main thread responsive to signals
             pass
         run = RunDir(Path(self.cwd) / self.run_dir) if self.run_dir else None
-        outcome = run.state() if run else None
+        outcome = records.state(run) if run else None
         # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
         # workers saved and stopped cleanly: the run's own log says what happened.
         if self._proc.returncode != 0 and outcome not in ("preempted", "excluded"):
@@ -287,18 +173,3 @@ class TorchrunJob:
         if self.run_dir:  # submitit requeues the job and exits; this allocation ends here (the goodput ledger)
             RunDir(Path(self.cwd) / self.run_dir).record_job(event="step_end", job_id=os.environ.get("SLURM_JOB_ID"))
         return submitit.helpers.DelayedSubmission(self)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m harness.cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["after-step"])
-    p.add_argument("run_dir")
-    args = p.parse_args(argv)
-    print(after_step(RunDir(args.run_dir), os.environ.get("SLURM_JOB_ID")))
-
-
-if __name__ == "__main__":
-    main()

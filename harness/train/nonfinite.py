@@ -15,8 +15,9 @@ from typing import Literal
 
 import torch
 
-from harness.config import SpecError
 from harness.run_dir import RunDir
+from harness.spec import SpecError
+from harness.train.component import Component
 
 
 class NonFiniteError(RuntimeError):
@@ -30,7 +31,10 @@ class NonFiniteError(RuntimeError):
                          "then resume)")
 
 
-class NonFiniteGuard:
+class NonFiniteRule(Component):
+    """Watches the gradient norm in every step (`allows_update`) and the logged loss and every save
+    (`check`). A resumed run's trainer calls `refuse_to_replay` before it starts."""
+
     def __init__(self, policy: Literal["stop", "skip"], device: torch.device, run: RunDir):
         self.policy, self.run = policy, run
         self.first_bad = torch.full((), -1, device=device)  # the first step with a non-finite norm (-1: none)

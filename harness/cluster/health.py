@@ -14,7 +14,7 @@ Stragglers: at each log step the ranks share the time their own forward passes t
 communication happens in a forward pass, so a rank that waits for others does not look slow); the
 train row names the slowest host and its ratio to the median of the others.
 
-    torchrun ... -m harness.health RUN_DIR      # the preflight alone (python -m harness.submit --preflight)
+    torchrun ... -m harness.cluster.health RUN_DIR   # the preflight alone (python -m harness.submit --preflight)
 """
 
 import os
@@ -27,9 +27,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from harness import distributed
-from harness.cluster import ClusterConfig
+from harness import distributed, records
+from harness.data.manifest import DataError, load_manifest
 from harness.distributed import DistEnv
+from harness.run_dir import JsonlAppender, RunDir
+from harness.spec import ClusterConfig, read_spec
 
 TRIALS = 3
 
@@ -253,15 +255,11 @@ class StragglerWatch:
 
 def main(argv: list[str] | None = None) -> None:
     """The preflight alone, on the allocation this runs in: rows in RUN_DIR's metrics, a table."""
-    from harness.data import DataError, load_manifest
-    from harness.metrics import MetricsLog
-    from harness.run_dir import RunDir
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        sys.exit("usage: torchrun ... -m harness.health RUN_DIR")
+        sys.exit("usage: torchrun ... -m harness.cluster.health RUN_DIR")
     run = RunDir(argv[0])
-    spec = run.read_spec()
+    spec = read_spec(run)
     env = distributed.setup(spec.train.device, spec.train.backend, spec.train.collective_timeout_min)
     try:
         manifest = load_manifest(spec.data.dir)
@@ -272,10 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = verdicts(preflight(env, files), spec.cluster)
     seconds = round(time.perf_counter() - t0, 3)
     if env.is_main:
-        log = MetricsLog(run, restart=0)
+        out = JsonlAppender(run.metrics)
         for row in rows:
-            log.write("preflight", step=0, job_id=os.environ.get("SLURM_JOB_ID"), seconds=seconds, **row)
-        log.close()
+            out.write(records.as_dict(records.Preflight(step=0, job_id=os.environ.get("SLURM_JOB_ID"), seconds=seconds,
+                                                        **row), restart=0))
+        out.close()
         print(f"preflight ({seconds:.1f} s):\n{table(rows)}", flush=True)
     distributed.teardown(env)
 

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def environment(device: torch.device, size: Size) -> dict:
-    from harness.bench import machine
+    from harness.tools.timing import machine
 
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, **machine()}
     if device.type == "cuda":
@@ -113,7 +113,8 @@ def sdpa_kernel(device: torch.device, size: Size) -> str:
     records it (the choice depends on dtype, head size, GPU and build: asking is the only sure way)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from harness.model import GPT, ModelConfig, autocast
+    from harness.model.gpt import GPT, autocast
+    from harness.spec import ModelConfig
 
     model = GPT(ModelConfig(**size.model)).to(device)
     x = torch.zeros(1, size.seq_len, dtype=torch.long, device=device)
@@ -131,8 +132,9 @@ def sdpa_kernel(device: torch.device, size: Size) -> str:
 
 def throughput(device: torch.device, size: Size) -> dict:
     """Training steps of the model at each micro-batch that fits, plain and compiled."""
-    from harness.bench import time_train_steps
-    from harness.model import GPT, ModelConfig, model_flops_utilisation, peak_flops
+    from harness.model.gpt import GPT, model_flops_utilisation, peak_flops
+    from harness.spec import ModelConfig
+    from harness.tools.timing import time_train_steps
 
     env = distributed.DistEnv(0, 0, 1, device, None)
     out = {}
@@ -170,7 +172,7 @@ def top_kernels(model: torch.nn.Module, args: argparse.Namespace, env: distribut
     """The most expensive kernels (GPU) or operators (CPU) of two more training steps, with their share."""
     from torch.profiler import ProfilerActivity, profile
 
-    from harness.bench import time_train_steps
+    from harness.tools.timing import time_train_steps
 
     cuda = env.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -193,8 +195,8 @@ def top_kernels(model: torch.nn.Module, args: argparse.Namespace, env: distribut
 
 
 def prepare_shakespeare(work: Path) -> Path:
-    from harness.prepare import prepare
-    from harness.sources import shakespeare
+    from harness.data.prepare import prepare
+    from harness.data.sources import shakespeare
 
     out = work / "shakespeare"
     prepare(shakespeare(), out, shard_tokens=10_000_000, workers=min(8, os.cpu_count() or 1))
@@ -203,7 +205,7 @@ def prepare_shakespeare(work: Path) -> Path:
 
 def train_args(run_dir: Path, data: Path, size: Size, deterministic: bool) -> list[str]:
     """The default experiment, resized: harness.train's command line."""
-    from harness.model import ModelConfig
+    from harness.spec import ModelConfig
 
     shape = ModelConfig(**size.model).resolved()
     return ["experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(data),
@@ -272,8 +274,9 @@ def train_kill_resume(work: Path, data: Path, size: Size, on_gpu: bool) -> dict:
 
 def auto_micro_batch(device: torch.device) -> dict:
     """What micro_batch="auto" picks for GPT-2 124M at 2**19 tokens per step on this device."""
-    from harness.auto_batch import choose_micro_batch
-    from harness.model import GPT, ModelConfig, autocast
+    from harness.model.gpt import GPT, autocast
+    from harness.spec import ModelConfig
+    from harness.train.auto_batch import choose_micro_batch
 
     env = distributed.DistEnv(0, 0, 1, device, None)
     model = GPT(ModelConfig(preset="gpt2")).to(device)
@@ -290,9 +293,9 @@ def auto_micro_batch(device: torch.device) -> dict:
 
 
 def hellaswag(run_dir: Path, data: str, limit: int, device: torch.device) -> dict:
-    from harness.checkpoint import load_model
     from harness.eval.hellaswag import evaluate_hellaswag
-    from harness.model import autocast
+    from harness.model.gpt import autocast
+    from harness.model.io import load_model
 
     model, info = load_model(run_dir, device)
     env = distributed.DistEnv(0, 0, 1, device, None)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import records
 from harness.run_dir import RunDir, read_jsonl, run_state
 
 
@@ -87,7 +88,7 @@ def classify(run: RunDir, queue_state: str | None, rows: list[dict] | None = Non
     `rows`: the run's metrics rows, when the caller has read them already."""
     if queue_state:
         return None
-    rows = run.metrics_rows() if rows is None else rows
+    rows = records.read(run) if rows is None else rows
     state = run_state(rows)
     if state in ("finished", "running") or (state == "new" and not run.errors.exists()):
         return None  # finished, still going, or never started (a failure at start-up leaves an error)

@@ -9,6 +9,7 @@ must process per step, so gradient accumulation keeps the global batch exact, an
 """
 
 import contextlib
+import dataclasses
 import math
 import sys
 
@@ -16,6 +17,8 @@ import torch
 import torch.distributed as dist
 
 from harness.distributed import DistEnv
+from harness.run_dir import RunDir
+from harness.spec import Experiment, SpecError, read_spec, validate
 
 CPU_FALLBACK = 8  # no memory to probe on CPU: a size that suits a CPU step
 
@@ -90,3 +93,25 @@ def _fits(model: torch.nn.Module, batch: int, seq_len: int, device: torch.device
         loss = x = None
         torch.cuda.empty_cache()
     return peak is not None and peak <= budget, peak
+
+
+def resolve_micro_batch(exp: Experiment, model: torch.nn.Module, run: RunDir, env: DistEnv,
+                        autocast: contextlib.AbstractContextManager) -> tuple[Experiment, dict | None]:
+    """`exp` with micro_batch="auto" replaced by a size, and what it was chosen from (for the start row):
+    a resumed run reuses the size its config.json recorded; a new run (or a changed batch or world size)
+    probes the GPU. Any other spec is returned as it is."""
+    tc = exp.train
+    if tc.micro_batch != "auto":
+        return exp, None
+    if run.exists() and (stored := read_spec(run).train.micro_batch) != "auto":
+        chosen = dataclasses.replace(exp, train=dataclasses.replace(tc, micro_batch=stored))
+        try:
+            validate(chosen, env.world_size)
+            return chosen, {"micro_batch": stored, "from": str(run.config)}
+        except SpecError:
+            pass  # the batch or world size changed since: probe again
+    size, info = choose_micro_batch(model, tc.batch_tokens, exp.eval.val_tokens if exp.eval.val_every else
+                                    tc.batch_tokens, tc.seq_len, env, autocast, tc.memory_fraction, tc.max_micro_batch)
+    chosen = dataclasses.replace(exp, train=dataclasses.replace(tc, micro_batch=size))
+    validate(chosen, env.world_size)
+    return chosen, info

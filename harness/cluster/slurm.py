@@ -1,0 +1,79 @@
+"""Slurm's state, read in one place: the queue (squeue), accounting (sacct, where it exists), a job's
+fields (scontrol), and the allocation this process runs in. Everything else asks here.
+"""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+
+import psutil
+
+from harness.run_dir import RunDir
+
+
+def head_node() -> str:
+    """The first node of this Slurm allocation, where the rendezvous store lives."""
+    out = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def job_fields(job_id: str) -> dict[str, str]:
+    """`scontrol show job` as {field: value}."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True)
+    return dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
+
+
+def slurm_time(value: str) -> float | None:
+    """A time as scontrol prints it (2026-11-27T13:49:54, the controller's local time) -> epoch seconds."""
+    try:
+        return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:  # "Unknown", "None"
+        return None
+
+
+def allocation_started() -> float:
+    """When this process's allocation began: Slurm's StartTime for the job it runs in (a requeued
+    job's latest start), else when this process started."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            started = slurm_time(job_fields(job_id).get("StartTime", ""))
+            if started:
+                return started
+    return psutil.Process().create_time()
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """`n[1-3]` -> ["n1", "n2", "n3"] (Slurm's own expansion)."""
+    if not nodelist or nodelist == "(null)":
+        return []
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def queue_state(job_id: str) -> str | None:
+    """The job's state while squeue lists it (pending, running, ...); None once it left the queue."""
+    if shutil.which("squeue"):
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()[0]
+    return None
+
+
+def accounting_state(job_id: str) -> str | None:
+    """The job's final state from sacct, once it left the queue (if accounting exists)."""
+    if shutil.which("sacct"):
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.split()[-1].split()[0]
+    return None
+
+
+def queued_job(run: RunDir) -> str | None:
+    """The id of a job of this run that is still pending or running, if any."""
+    job = run.last_job()
+    return job["job_id"] if job and queue_state(str(job["job_id"])) else None

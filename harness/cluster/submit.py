@@ -1,0 +1,351 @@
+"""Submit an experiment to Slurm through submitit: one task per node, each running torchrun.
+
+    python -m harness.submit experiments/fineweb_10b.py [--optim.lr 3e-4 ...] [--dry-run | --local]
+    python -m harness.submit log/fineweb_10b --resume          # resubmit a stopped run
+    python -m harness.submit experiments/shakespeare_lr_sweep.py   # a sweep: one job array, a run dir each
+    python -m harness.submit --eval hellaswag_nanogpt log/fineweb_10b [harness.eval options] [--cluster.field value ...]
+
+Everything that can be checked is checked before anything is queued. On the preemption or
+time-limit signal (USR2, `cluster.signal_lead_s` before the kill) the workers save a checkpoint;
+submitit then requeues the job, and the next start resumes from that checkpoint.
+"""
+
+import argparse
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import simple_parsing
+
+from harness import records
+from harness.cluster import inputs
+from harness.cluster.job import TorchrunJob, node_script, rendezvous_port, torchrun_command
+from harness.cluster.slurm import head_node, job_fields, queue_state, queued_job, slurm_time
+from harness.cluster.triage import classify
+from harness.eval import cli as eval_cli
+from harness.eval import registry
+from harness.model.sources import is_huggingface_dir
+from harness.run_dir import RunDir, find_runs
+from harness.spec import (
+    Experiment,
+    SpecError,
+    describe,
+    init_run_dir,
+    load_experiment_file,
+    parse_command,
+    read_spec,
+    resolve,
+    spec_parser,
+)
+from harness.spec.cli import apply_overrides, override_parser
+
+PROG = "python -m harness.submit"
+
+
+# ----------------------------------------------------------------------------- checks before queueing
+
+
+def slurm_partitions() -> list[str]:
+    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SpecError(f"sinfo failed: {out.stderr.strip()}")
+    return [p.strip().rstrip("*") for p in out.stdout.split()]
+
+
+def check_cluster(specs: list[Experiment]) -> None:
+    if shutil.which("sbatch") is None:
+        raise SpecError("sbatch not found: this is not a Slurm login node (use --local to run here, or --dry-run "
+                        "to see the job)")
+    known = slurm_partitions()
+    for spec in specs:
+        if spec.cluster.partition and spec.cluster.partition not in known:
+            raise SpecError(f"cluster.partition: {spec.cluster.partition!r} is not a partition of this cluster "
+                            f"(sinfo lists {', '.join(known)})")
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def slurm_parameters(spec: Experiment) -> dict:
+    """The job's Slurm request, as submitit's SlurmExecutor.update_parameters takes it."""
+    c = spec.cluster
+    params = dict(
+        job_name=spec.name,  # what squeue shows
+        nodes=c.nodes,
+        ntasks_per_node=1,  # one torchrun per node; it starts one worker per GPU
+        time=c.time_min,
+        signal_delay_s=c.signal_lead_s,
+        # One failed node task ends the step at once instead of leaving the others in a collective.
+        srun_args=["--kill-on-bad-exit=1"],
+        additional_parameters={"requeue" if c.requeue else "no-requeue": True,
+                               **dict(kv.split("=", 1) if "=" in kv else (kv, True) for kv in c.sbatch_extra)},
+        stderr_to_stdout=True,
+    )
+    optional = dict(gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_task,
+                    mem=f"{c.mem_gb}GB" if c.mem_gb else None, partition=c.partition, account=c.account,
+                    qos=c.qos, constraint=c.constraint, exclusive=c.exclusive)
+    return params | {k: v for k, v in optional.items() if v}
+
+
+def sbatch_options(params: dict) -> list[str]:
+    """`slurm_parameters` as the #SBATCH lines they become (for --dry-run, which needs no Slurm)."""
+    lines = []
+    for key, value in params.items():
+        if key == "signal_delay_s":
+            lines.append(f"#SBATCH --signal=USR2@{value}")
+        elif key == "additional_parameters":
+            lines += [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in value.items()]
+        elif key not in ("srun_args", "stderr_to_stdout"):  # used on the srun line, and by submitit's logs
+            lines.append(f"#SBATCH --{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
+    return lines
+
+
+def make_executor(spec: Experiment, folder: Path) -> "object":
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.cluster.max_timeouts)
+    executor.update_parameters(**slurm_parameters(spec))
+    return executor
+
+
+def make_job(spec: Experiment) -> TorchrunJob:
+    return TorchrunJob(["harness.train", spec.run_dir], os.getcwd(), spec.cluster, spec.train.max_restarts,
+                       run_dir=spec.run_dir)
+
+
+def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
+    """Create or check each run directory, then submit one job (or one array for a sweep)."""
+    runs = [RunDir(spec.run_dir) for spec in specs]
+    for spec, run in zip(specs, runs, strict=True):
+        if (job := queued_job(run)) is not None:
+            raise SpecError(f"{run.path} already has job {job} in the queue (scancel it first)")
+        changes = init_run_dir(run, spec, allow="compatible" if allow_changes else "none")
+        if run.checkpoint_dirs():
+            print(f"{run.path}: continuing the existing run from its checkpoints"
+                  + (f" (changed: {describe(changes)})" if changes else ""))
+    # A sweep's array shares one submitit folder beside its runs.
+    folder = runs[0].slurm if len(specs) == 1 else runs[0].path.parent / runs[0].slurm.name
+    executor = make_executor(specs[0], folder)
+    if len(specs) == 1:
+        jobs = [executor.submit(make_job(specs[0]))]
+    else:
+        with executor.batch():  # one job array: a task per spec
+            jobs = [executor.submit(make_job(s)) for s in specs]
+    ids = []
+    for spec, run, job in zip(specs, runs, jobs, strict=True):
+        log = str(job.paths.stdout).replace("%t", "0")
+        run.record_job(job_id=job.job_id, via="submitit", log=log, nodes=spec.cluster.nodes,
+                       gpus_per_node=spec.cluster.gpus_per_node)
+        ids.append(job.job_id)
+        print(f"submitted {spec.name}: job {job.job_id}\n"
+              f"  run dir : {spec.run_dir}\n  log     : {log}\n"
+              f"  watch   : squeue -j {job.job_id.split('_')[0]}    python -m harness.status {spec.run_dir}\n"
+              f"  tail    : tail -f {log}")
+    return ids
+
+
+def dry_run(specs: list[Experiment]) -> None:
+    """What would be submitted, on any machine: no Slurm, no submitit, nothing written. Data not yet
+    prepared is named, with the command that prepares it."""
+    for spec in specs:
+        try:
+            inputs.ready(spec, spec.cluster.world_size)
+        except SpecError as e:
+            problems = "\n".join(f"#   {line}" for line in str(e).splitlines())
+            print(f"# ---- {spec.name}: not ready to submit:\n{problems}")
+        print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
+              "that starts the job)")
+        print("\n".join(sbatch_options(slurm_parameters(spec))))
+        port = f"<20000 + crc32(job id) % 20000, e.g. {rendezvous_port('1234')}>"
+        cmd = make_job(spec).command(spec.cluster.nodes, "<first node>", "<job id>")
+        cmd = [a.replace(f":{rendezvous_port('<job id>')}", f":{port}") for a in cmd]
+        srun = " ".join(slurm_parameters(spec)["srun_args"])
+        print(f"# ---- each of the {spec.cluster.nodes} node(s) runs (srun {srun}, one task per node):\n"
+              f"{node_script(spec.cluster, cmd)}\n")
+
+
+def init_from_batch_script(specs: list[Experiment]) -> None:
+    """For sbatch/train.sh: check and create the run directory, record the job, and print the shell
+    lines the script evaluates (the run directory and the command each node runs)."""
+    if len(specs) != 1:
+        raise SpecError(f"sbatch/train.sh runs one spec; the file defines {len(specs)}: add --sweep-index N")
+    spec, run = specs[0], RunDir(specs[0].run_dir)
+    init_run_dir(run, spec, allow="compatible")
+    job_id = os.environ["SLURM_JOB_ID"]
+    job = job_fields(job_id)
+    # Every start of the job comes through here (a requeue reruns the script); the submission is Slurm's.
+    run.record_job(job_id=job_id, via="sbatch", event="start", submitted_at=slurm_time(job.get("SubmitTime", "")),
+                   log=job.get("StdOut"), nodes=spec.cluster.nodes,
+                   gpus_per_node=int(os.environ.get("SLURM_GPUS_ON_NODE", 0)))
+    # squeue then shows the experiment's name, as for harness.submit
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"JobName={spec.name}"], capture_output=True)
+    node = make_job(spec).command(spec.cluster.nodes, head_node(), job_id)
+    print(f"RUN_DIR={shlex.quote(spec.run_dir)}")
+    print(f"NODE_SCRIPT={shlex.quote(node_script(spec.cluster, node))}")
+
+
+def run_local(spec: Experiment) -> int:
+    """The same job on this machine, without Slurm: one node, torchrun in the foreground."""
+    init_run_dir(RunDir(spec.run_dir), spec, allow="compatible")
+    cmd = torchrun_command(spec.cluster.nproc_per_node, spec.train.max_restarts, ["harness.train", spec.run_dir])
+    script = node_script(spec.cluster, cmd)
+    print(script, flush=True)
+    return subprocess.call(["bash", "-c", script])
+
+
+def submit_eval(kind: str, target: Path, rest: list[str]) -> None:
+    """An evaluation on one node: torchrun over `python -m harness.eval KIND TARGET [options]`, with
+    the Slurm resources of the run that TARGET belongs to, changed by any --cluster.field given; the
+    result is written beside the evaluated checkpoint as usual."""
+    run = next((RunDir(d) for d in (target, *target.parents) if RunDir(d).exists() and not is_huggingface_dir(d)),
+               None)
+    base = read_spec(run) if run else Experiment(name=f"eval-{target.name}")
+    overrides, eval_args = override_parser(f"{PROG} --eval", base).parse_known_args(rest)
+    eval_cli.parser().parse_args([kind, str(target), *eval_args])  # a bad option fails here, before queueing
+    spec = simple_parsing.replace(overrides.exp, {"name": f"eval-{base.name}", "cluster.nodes": 1})
+    check_cluster([spec])
+    executor = make_executor(spec, (run or RunDir(target)).eval_slurm)
+    job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(), spec.cluster, 0))
+    log = str(job.paths.stdout).replace("%t", "0")
+    print(f"submitted {kind} of {target}: job {job.job_id}\n  log: {log}\n"
+          f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
+
+
+def submit_preflight(spec: Experiment) -> list[dict]:
+    """Only the preflight, on `cluster.nodes` nodes, now: a job that measures every node (matmul,
+    memory, shard reads, all-reduce) and ends; its per-node table is printed here once it is done.
+    What a researcher runs before committing a week of GPUs."""
+    from harness.cluster.health import table  # torch: only when a preflight is asked for
+
+    if problems := [f"cluster.{p}" for p in spec.cluster.check()]:  # the training settings do not matter here
+        raise SpecError("\n".join(problems))
+    check_cluster([spec])
+    run = RunDir(Path(spec.run_dir).parent / "preflight" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    spec = simple_parsing.replace(spec, {"name": f"preflight-{spec.name}", "run_dir": str(run.path),
+                                         "cluster.time_min": 15,
+                                         "cluster.signal_lead_s": min(spec.cluster.signal_lead_s, 60)})
+    init_run_dir(run, spec)
+    job = make_executor(spec, run.slurm).submit(TorchrunJob(["harness.cluster.health", spec.run_dir], os.getcwd(),
+                                                            spec.cluster, 0))
+    log = Path(str(job.paths.stdout).replace("%t", "0"))
+    print(f"submitted the preflight of {spec.cluster.nodes} node(s): job {job.job_id}, log {log}; waiting for it",
+          flush=True)
+    while queue_state(job.job_id):
+        time.sleep(2)
+    rows = [r for r in records.read(run) if r["kind"] == "preflight"]
+    if not rows:
+        tail = log.read_text()[-3000:] if log.exists() else "(no log)"
+        raise SpecError(f"the preflight job {job.job_id} ended without results; the end of its log {log}:\n{tail}")
+    print(table(rows))
+    print(f"(also in {run.metrics})")
+    return rows
+
+
+def resubmit_failed(targets: list[str]) -> list[str]:
+    """`--resume --failed`: of the runs in `targets` (run directories, folders of them, sweep files,
+    globs), resubmit those whose failure a resubmission can cure (node failure, exhausted time
+    limits, preempted but not requeued, a dead rank); name the others with what they need. A run
+    already queued or running, or finished, is left alone and named."""
+    runs: dict[Path, RunDir] = {}
+    for target in targets:
+        paths = sorted(glob.glob(target)) or [target]
+        for path in paths:
+            if path.endswith(".py"):
+                found = [RunDir(resolve(s).run_dir) for s in load_experiment_file(path)]
+            else:
+                found = find_runs([path])
+            runs |= {r.path.resolve(): r for r in found}
+    if not runs:
+        raise SpecError(f"no run directories in {' '.join(targets)}")
+    submitted = []
+    for run in runs.values():
+        name = run.path
+        if job := queued_job(run):
+            print(f"{name}: job {job} is already queued or running: skipped")
+            continue
+        failed = classify(run, None)
+        if failed is None:
+            print(f"{name}: {run.state()}: nothing to do")
+        elif not failed.curable:
+            print(f"{name}: {failed.what}: not resubmitted; {failed.next_step}\n    ({failed.evidence[:200]})")
+        else:
+            print(f"{name}: {failed.what}: resubmitting")
+            submitted += submit([read_spec(run)], allow_changes=True)
+    return submitted
+
+
+def parser() -> argparse.ArgumentParser:
+    p = spec_parser(PROG, __doc__)
+    own = p.add_argument_group("harness.submit")
+    own.add_argument("--dry-run", action="store_true",
+                     help="print the sbatch options and the command each node runs; submit and create nothing")
+    own.add_argument("--local", action="store_true", help="run the same job on this machine without Slurm (one node)")
+    own.add_argument("--resume", action="store_true",
+                     help="resubmit the run in RUN_DIR (changes that keep its checkpoints valid are allowed)")
+    own.add_argument("--failed", action="store_true",
+                     help="with --resume: resubmit the runs under the given directories, sweep files or globs whose "
+                          "failure a resubmission cures; list the others with the change they need")
+    own.add_argument("--allow-changes", action="store_true",
+                     help="resubmit an existing run dir whose spec differs in fields that keep checkpoints valid")
+    own.add_argument("--eval", choices=[*registry.names(), *registry.ALIASES, "val-loss"], metavar="TASK|val-loss",
+                     help="submit an evaluation of TARGET (a run, checkpoint or HuggingFace GPT-2 directory); "
+                          "harness.eval's options and --cluster.field overrides follow")
+    own.add_argument("--preflight", action="store_true",
+                     help="only check the nodes: a job runs the preflight on cluster.nodes nodes and its per-node "
+                          "table is printed here (EXPERIMENT.py optional: its data, backend and thresholds)")
+    own.add_argument("--init-run-dir", action="store_true",
+                     help="(for sbatch/train.sh) validate, create the run dir, record the job, print shell lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    front = parser()
+    try:
+        args, rest = front.parse_known_args(argv)
+        if args.eval:
+            if not args.target:
+                raise SpecError(f"usage: {PROG} --eval TASK|val-loss TARGET [options] [--cluster.field value]")
+            return submit_eval(args.eval, Path(args.target), rest)
+        if args.preflight:  # an experiment is optional: its data, backend and thresholds
+            specs = parse_command(argv, PROG, front, multiple=True)[0] if args.target else [
+                resolve(apply_overrides(PROG, Experiment(name="nodes"), rest))]
+            if len(specs) > 1:
+                raise SpecError("--preflight checks the nodes for one spec; pick one with --sweep-index N")
+            return submit_preflight(specs[0])
+        if args.failed:
+            if not args.resume:
+                raise SpecError("--failed goes with --resume: python -m harness.submit log/ --resume --failed")
+            check_cluster([])
+            return resubmit_failed([t for t in [args.target, *rest] if t])
+        if args.resume and not (args.target and Path(args.target).is_dir()):
+            raise SpecError(f"--resume takes a run directory: {PROG} RUN_DIR --resume")
+        specs, args = parse_command(argv, PROG, front, multiple=True)
+        if args.local and len(specs) > 1:
+            raise SpecError("--local runs one spec; pick one with --sweep-index N")
+        if args.local:  # one node: this machine
+            specs = [simple_parsing.replace(specs[0], {"cluster.nodes": 1})]
+        # A dry run shows the job even before the data is prepared.
+        specs = [inputs.ready(spec, spec.cluster.world_size, check_inputs=not args.dry_run)[0] for spec in specs]
+        run_dirs = [Path(s.run_dir).resolve() for s in specs]
+        if len(set(run_dirs)) < len(run_dirs):
+            raise SpecError("run_dir: the runs of a sweep need distinct run directories (do not override run_dir)")
+        if args.local:
+            sys.exit(run_local(specs[0]))
+        if args.dry_run:
+            return dry_run(specs)
+        if args.init_run_dir:
+            return init_from_batch_script(specs)
+        check_cluster(specs)
+        submit(specs, allow_changes=args.allow_changes or args.resume)
+    except SpecError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

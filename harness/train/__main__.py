@@ -1,0 +1,3 @@
+from harness.train.loop import main
+
+main()

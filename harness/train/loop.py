@@ -1,0 +1,340 @@
+"""The training loop: build, restore, step, stop.
+
+    python -m harness.train experiments/shakespeare.py [--optim.lr 1e-3 ...]
+    torchrun --nproc-per-node 8 -m harness.train experiments/fineweb_10b.py
+    python -m harness.train log/fineweb_10b            # continue a run from its directory
+
+On start the trainer resumes from the newest valid checkpoint in the run directory by itself. What
+happens around a step is done by components (harness/train/component.py), in this order: the records,
+node health (preflight, stragglers), evaluation, and the save policy, which also decides, with all ranks
+together, to stop on SIGUSR2/SIGTERM (preemption, time limit, requeue) after saving one checkpoint.
+"""
+
+import contextlib
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from harness import distributed, records
+from harness.cluster import inputs
+from harness.cluster.health import node_name
+from harness.cluster.slurm import allocation_started
+from harness.data.manifest import DataError
+from harness.data.reader import ShardedTokenReader
+from harness.eval.hellaswag import HellaSwagDataError
+from harness.model.gpt import GPT, autocast, model_flops_utilisation, peak_flops
+from harness.model.io import load_pretrained
+from harness.model.sources import CheckpointLayoutError
+from harness.records import Checkpoint, Ready, Start, Stop, Train
+from harness.run_dir import RunDir, read_jsonl
+from harness.spec import (
+    Experiment,
+    SpecError,
+    breaking_changes,
+    describe,
+    diff,
+    from_dict,
+    init_run_dir,
+    lr_at,
+    parse_cli,
+    resolve,
+    spec_hash,
+    to_dict,
+)
+from harness.train.auto_batch import resolve_micro_batch
+from harness.train.checkpoint import Checkpointer, TrainState, load_latest, rng_state, set_rng_state
+from harness.train.evaluate import Evaluators
+from harness.train.node_health import NodeHealth
+from harness.train.nonfinite import NonFiniteError, NonFiniteRule, refuse_to_replay
+from harness.train.optim import build_optimizer, set_lr
+from harness.train.preempt import StopRequest
+from harness.train.recorder import Recorder, record_error
+from harness.train.saving import SavePolicy, plan
+from harness.train.timer import StepTimer
+
+
+class Trainer:
+    def __init__(self, exp: Experiment, env: distributed.DistEnv, signals: StopRequest):
+        """Build everything the spec describes, then restore the newest checkpoint that loads."""
+        self.env, self.device, self.run_dir = env, env.device, RunDir(exp.run_dir)
+        exp, self.filled = inputs.ready(resolve(exp), env.world_size)  # a spec built in Python resolves too
+        self.precision = self._set_up_device(exp)
+        torch.manual_seed(exp.seed)  # the same on every rank: identical initial weights (DDP broadcasts rank 0's)
+        self.model = GPT(exp.model).to(self.device)
+        exp, self.auto_batch = resolve_micro_batch(exp, self.model, self.run_dir, env, self.precision)
+        self.exp, tc = exp, exp.train
+        self.spec_changes = distributed.on_main(lambda: init_run_dir(self.run_dir, exp), env)
+        self.accum = tc.batch_tokens // (tc.micro_batch * tc.seq_len * env.world_size)
+        self.optimizer = build_optimizer(self.model, exp.optim, self.device.type)
+        reader = dict(batch_size=tc.micro_batch, seq_len=tc.seq_len, rank=env.rank, world_size=env.world_size,
+                      device=self.device)
+        self.train_data = ShardedTokenReader(exp.data.dir, "train", shuffle=exp.data.shuffle, seed=exp.seed, **reader)
+        val_data = ShardedTokenReader(exp.data.dir, "val", shuffle=False, **reader) if exp.eval.val_every else None
+        self.timer = StepTimer(self.device)
+        self.hosts = distributed.gather(node_name(), env)
+        # Rank 0 reads the earlier starts' records once, for every rank: the restart number, how the last start
+        # ended, and how often to save by time.
+        self.restart, self.last_stop = distributed.on_main(lambda: records.history(records.read(self.run_dir)), env)
+        self.interval = distributed.on_main(lambda: plan(exp.checkpoint, records.read(self.run_dir),
+                                                         read_jsonl(self.run_dir.jobs)), env)
+        self.checkpointer = Checkpointer(self.run_dir.checkpoints, exp.checkpoint, env)
+        self.recorder = Recorder(self.run_dir, exp.log, env.is_main, self.restart)
+        self.nonfinite = NonFiniteRule(tc.on_nonfinite, self.device, self.run_dir)
+        self.health = NodeHealth(exp.cluster, self.hosts, self.train_data.files)
+        self.components = [self.recorder, self.nonfinite, self.health,
+                           Evaluators(exp.eval, val_data, self.precision, tc.batch_tokens, exp.seed),
+                           SavePolicy(self.checkpointer, tc.stop_check_every, signals, self.interval)]
+        self.state = TrainState()
+        self.resumed_from = self.restore()
+        if self.resumed_from:
+            refuse_to_replay(self.last_stop, spec_hash(exp), self.run_dir, self.resumed_from)
+        # The module that trains: the model compiled, then wrapped in DDP (as build-nanogpt does), so that DDP's
+        # no_sync flag and gradient hooks stay outside the compiled graph. Evaluation, sampling and checkpoints
+        # use the plain self.model, which shares its parameters.
+        compiled = torch.compile(self.model) if tc.compile else self.model
+        self.trained = DDP(compiled, device_ids=[env.local_rank] if self.device.type == "cuda" else None) \
+            if env.distributed else compiled
+        self.flops_per_token = self.model.flops_per_token(tc.seq_len)
+        self.peak_flops = peak_flops(self.device, tc.peak_tflops)
+
+    def _set_up_device(self, exp: Experiment) -> contextlib.AbstractContextManager:
+        if exp.train.deterministic:
+            # GPU kernels that reduce with atomics (embedding backward, some attention backward passes) sum in
+            # a different order every run; exact resume on a GPU needs the deterministic ones, and cuBLAS a
+            # fixed workspace for them.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32
+            torch.backends.cudnn.allow_tf32 = True
+        return autocast(self.device, exp.train.dtype)
+
+    def print(self, msg: str) -> None:
+        if self.env.is_main:
+            print(msg, flush=True)
+
+    # ------------------------------------------------------------------ state <-> checkpoint
+
+    def restore(self) -> Path | None:
+        """checkpoint -> state: the newest checkpoint that loads, into the model, the optimizer, this rank's
+        reader and random streams, and the components. Returns its path (None: a fresh start)."""
+        found = load_latest(self.run_dir.checkpoints, self.env.rank, self.env.world_size, self.exp.data.reshard)
+        if found is None:
+            if self.exp.model.init_from:  # a finetune's first start: only the weights; optimizer and data afresh
+                load_pretrained(self.model)
+            return None
+        path, ckpt = found
+        # What changed since this checkpoint was written: harness.submit may already have rewritten the run's
+        # spec file, so only the checkpoint's copy can tell the start row what changed.
+        self.spec_changes = diff(from_dict(ckpt["meta"]["spec"], str(path)), self.exp)
+        if breaking := breaking_changes(self.spec_changes):
+            raise SpecError(f"{path} was written by a different spec: {describe(breaking)}; use another run_dir to "
+                            "start a new run")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optim"])
+        self.state = TrainState.from_checkpoint(ckpt)
+        self.train_data.load_state_dict(self.state.reader, reshard=self.exp.data.reshard)
+        set_rng_state(self.state.rng, self.device)
+        for c in self.components:
+            c.load_state_dict(self.state.components.get(type(c).__name__, {}))
+        return path
+
+    def save(self) -> None:
+        """state -> checkpoint; every rank calls it together."""
+        self.nonfinite.check(self.state.step)  # never let a NaN checkpoint replace a good one
+        self.timer.pause()
+        t0 = time.time()
+        if hasattr(self.optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
+            self.optimizer.consolidate_state_dict(to=0)
+        self.state.reader, self.state.rng = self.train_data.state_dict(), rng_state(self.device)
+        main, step = self.env.is_main, self.state.step
+        self.checkpointer.save(step, self.model.state_dict() if main else None,
+                               self.optimizer.state_dict() if main else None, self.state.own(),
+                               {"spec": to_dict(self.exp), **self.state.shared(self.components)})
+        self.recorder.write(Checkpoint(step=step, seconds=round(time.time() - t0, 3),
+                                       path=str(self.checkpointer.path(step)), background=self.checkpointer.background))
+        self.recorder.sync()
+        self.timer.resume()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> str:
+        total = self.exp.schedule.steps
+        if self.state.step >= total:
+            self.print(f"{self.exp.name} already finished ({self.state.step}/{total} steps)")
+            return "finished"
+        self.begin()
+        for c in self.components:
+            if stop := c.on_start(self):
+                return self.end(stop)
+        self.timer.reset()
+        first = True
+        while self.state.step < total:
+            loss, norm, lr = self.train_step()
+            self.state.step += 1
+            self.timer.tick()
+            if first:  # the first step of a start (mostly compilation, warm-up) ends the start-up
+                self.recorder.write(Ready(step=self.state.step))
+                self.timer.reset()
+                first = False
+            if self.state.step % self.exp.log.every == 0 or self.state.step == total:
+                self.log_step(loss, norm, lr)
+            stop = None
+            for c in self.components:
+                stop = stop or c.after_step(self, stop)
+            if stop:
+                return self.end(stop)
+        return self.end(Stop(step=self.state.step, reason="finished"))
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step: data, forward and backward over the micro-batches, clip, lr, update."""
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            x, y = self.train_data.next_batch()
+            # Gradients are all-reduced only on the last micro-step; before that they accumulate locally.
+            last = micro == self.accum - 1
+            with contextlib.nullcontext() if last or not isinstance(self.trained, DDP) else self.trained.no_sync():
+                with self.timer.forward_pass(), self.precision:
+                    _, loss = self.trained(x, y)
+                # Each micro-batch loss is a mean over its tokens: dividing by the number of micro-steps
+                # makes the accumulated gradient that of the mean over the whole batch, not a sum.
+                loss = loss / self.accum
+                loss.backward()
+            loss_sum += loss.detach()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.exp.optim.grad_clip or math.inf)
+        lr = lr_at(self.state.step, self.exp.optim.scaled_lr, self.exp.schedule, self.exp.optim.scaled_min_lr)
+        if self.nonfinite.allows_update(norm, self.state.step + 1):
+            set_lr(self.optimizer, lr)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, norm, lr
+
+    def log_step(self, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
+        """A train row: the loss over all ranks (this syncs the device), throughput, MFU, the slowest host."""
+        step, tc = self.state.step, self.exp.train
+        loss_v = distributed.all_reduce_mean(loss.clone(), self.env).item()
+        norm_v = norm.item()
+        self.nonfinite.check(step, loss_v)
+        seconds, steps, forward = self.timer.read()
+        slowest = self.health.slowest(self, forward / steps) if steps else None
+        # A row right after a start's first step covers no timed step: that step was start-up.
+        dt = seconds / steps if steps else None
+        tokens_per_s = tc.batch_tokens / dt if dt else None
+        mfu = tokens_per_s and model_flops_utilisation(self.flops_per_token, tokens_per_s, self.peak_flops,
+                                                       self.env.world_size)
+        self.recorder.write(Train(step=step, tokens=step * tc.batch_tokens, loss=_finite_or_none(loss_v), lr=lr,
+                                  grad_norm=_finite_or_none(norm_v), seconds=seconds, steps=steps, step_time=dt,
+                                  tokens_per_s=tokens_per_s, mfu=mfu, peak_mem_gb=_peak_memory_gb(self.device),
+                                  slowest_host=slowest[0] if slowest else None,
+                                  slowest_ratio=round(slowest[1], 3) if slowest else None))
+        speed = f" | {dt * 1000:.0f} ms | {tokens_per_s:,.0f} tok/s" if dt else ""
+        mfu_s = f" | mfu {mfu:.1%}" if mfu else ""
+        self.print(f"step {step:6d}/{self.exp.schedule.steps} | loss {loss_v:.4f} | lr {lr:.2e} | norm {norm_v:.3f}"
+                   f"{speed}{mfu_s}")
+
+    # ------------------------------------------------------------------ a start's first and last records
+
+    def begin(self) -> None:
+        """The start row (rank 0), which every record of this start follows."""
+        exp, tc = self.exp, self.exp.train
+        self.recorder.start_wandb(exp.name, exp)
+        device = _device_name(self.device)
+        names = [kv.split("=", 1)[0] for kv in exp.cluster.env]  # the spec's cluster.env as each node sees it
+        node_env = distributed.gather({n: os.environ.get(n) for n in names}, self.env) if names else None
+        self.recorder.write(Start(
+            step=self.state.step, world_size=self.env.world_size, device=device, hosts=self.hosts,
+            job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
+            checkpoint=str(self.resumed_from) if self.resumed_from else None,
+            init_from=None if self.resumed_from else exp.model.init_from or None,  # weights loaded from it
+            parameters=self.model.num_params(), parameters_non_embedding=self.model.num_params(non_embedding=True),
+            flops_per_token=self.flops_per_token, total_steps=exp.schedule.steps, batch_tokens=tc.batch_tokens,
+            lr_scaling=exp.optim.lr_scaling, peak_lr=exp.optim.scaled_lr, min_lr=exp.optim.scaled_min_lr,
+            node_env=dict(zip(self.hosts, node_env, strict=True)) if node_env else None,
+            checkpoint_plan=self.interval, auto_micro_batch=self.auto_batch,
+            spec_changes=describe(self.spec_changes) or None, filled=self.filled or None,
+            commit=records.code_version()))
+        what = f"resumed from {self.resumed_from}" if self.resumed_from else \
+            f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
+        self.print(f"{exp.name}: {what} at step {self.state.step}/{exp.schedule.steps} (restart {self.restart}); "
+                   f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
+                   f"per step, {tc.batch_tokens:,} tokens/step")
+        if exp.optim.lr_scaling != "none":
+            self.print(f"lr_scaling={exp.optim.lr_scaling} from {exp.optim.base_batch_tokens:,} to "
+                       f"{tc.batch_tokens:,} tokens/step: peak lr {exp.optim.scaled_lr:.3g}, "
+                       f"min lr {exp.optim.scaled_min_lr:.3g}")
+        for field, value in self.filled.items():
+            self.print(f"{field}={value}: filled in from model.init_from={exp.model.init_from}")
+        if self.spec_changes:
+            self.print(f"spec changed since the last start: {describe(self.spec_changes)}")
+
+    def end(self, stop: Stop) -> str:
+        """Every component's last word on this start (the recorder writes the stop row and the summary)."""
+        for c in reversed(self.components):
+            c.on_stop(self, stop)
+        self.print(f"{self.exp.name}: stopped at step {stop.step} ({stop.reason})")
+        return stop.reason
+
+    def fail(self, e: BaseException) -> None:
+        """The error in the run's records (every rank), and a stop row saying why (rank 0)."""
+        error = record_error(self.run_dir, e, self.state.step)
+        if isinstance(e, NonFiniteError):
+            self.end(Stop(step=self.state.step, reason="nonfinite", failed_step=e.step, spec_hash=spec_hash(self.exp)))
+        else:
+            self.end(Stop(step=self.state.step, reason="failed", error=error))
+
+    def close(self) -> None:
+        self.recorder.close()
+        self.trained = None  # drop DDP before the process group goes (see distributed.teardown)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no NaN; null keeps metrics.jsonl strict JSON
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # peak resident memory (KiB)
+
+
+BAD_INPUT = (SpecError, DataError, HellaSwagDataError, CheckpointLayoutError)  # a clear message, not a traceback
+
+
+@record  # under torchrun, the first failing rank's traceback heads the job's error report
+def main(argv: list[str] | None = None) -> str:
+    signals = StopRequest()  # first: a preemption signal during start-up must not kill the process
+    try:
+        (exp,) = parse_cli(sys.argv[1:] if argv is None else argv, "python -m harness.train")
+    except SpecError as e:
+        sys.exit(f"error: {e}")  # no run to record it in
+    try:
+        env = distributed.setup(exp.train.device, exp.train.backend, exp.train.collective_timeout_min)
+        trainer = Trainer(exp, env, signals)
+    except BaseException as e:  # recorded in the run, for harness.status and triage, then as before
+        record_error(RunDir(exp.run_dir), e, step=None)
+        if isinstance(e, BAD_INPUT):
+            sys.exit(f"error: {e}")
+        raise
+    # An exception below propagates without teardown: waiting in a barrier for a failed rank would hang.
+    try:
+        outcome = trainer.run()
+    except BaseException as e:
+        trainer.fail(e)
+        if isinstance(e, BAD_INPUT):
+            sys.exit(f"error: {e}")
+        raise
+    trainer.close()
+    del trainer
+    distributed.teardown(env)
+    return outcome

@@ -1,0 +1,92 @@
+"""The trainer's records: metrics.jsonl (rows of harness.records, append-only across restarts, rank 0
+only), its wandb mirror, each failing rank's error, and the run summary at every stop."""
+
+import os
+import sys
+import traceback
+from typing import Any
+
+from harness import records
+from harness.cluster.health import node_name
+from harness.records import Row, Stop
+from harness.run_dir import JsonlAppender, RunDir
+from harness.spec import LogConfig, flatten
+from harness.train.component import Component
+
+WANDB_KINDS = ("train", "val", "eval")  # the rows mirrored to wandb, as "kind/field" (an eval's "eval/task/field")
+
+
+class Recorder(Component):
+    """Writes the run's rows as they happen (rank 0); the other ranks' writes are no-ops."""
+
+    def __init__(self, run: RunDir, cfg: LogConfig, is_main: bool, restart: int):
+        self.run, self.cfg, self.restart = run, cfg, restart
+        self.out = JsonlAppender(run.metrics) if is_main else None
+        self.wandb: Any = None
+        self.wandb_id: str | None = None
+        self.started = False  # a start row written: a stop row may follow
+
+    def write(self, row: Row) -> None:
+        if self.out is None:
+            return
+        self.started = self.started or row.kind == "start"
+        self.out.write(records.as_dict(row, self.restart))
+        if self.wandb is not None and row.kind in WANDB_KINDS:
+            prefix = f"eval/{row.task}" if row.kind == "eval" else row.kind
+            values = {f"{prefix}/{k}": v for k, v in vars(row).items()
+                      if isinstance(v, int | float) and not isinstance(v, bool) and k != "step"}
+            self.wandb.log(values, step=row.step)
+
+    def sync(self) -> None:
+        """Make the rows durable (at checkpoints: the metrics then cover at least what was saved)."""
+        if self.out is not None:
+            self.out.sync()
+
+    def start_wandb(self, name: str, spec: object) -> None:
+        """Start (or continue, after a requeue) the run's wandb run, whose id the run directory keeps."""
+        if self.out is None:
+            return
+        self.wandb_id = self.run.wandb_id()
+        mode = os.environ.get("WANDB_MODE", self.cfg.wandb)
+        if mode == "disabled":
+            return
+        import wandb  # slow to import; only a run that mirrors to it pays
+
+        try:
+            self.wandb = wandb.init(project=self.cfg.wandb_project, entity=self.cfg.wandb_entity or None, name=name,
+                                    id=self.wandb_id, resume="allow", dir=str(self.run.path), mode=mode,
+                                    config=flatten(spec))
+        except Exception as e:  # wandb is a mirror; the run must not die because it is unreachable
+            print(f"WARNING: wandb ({mode}) did not start: {e}; metrics.jsonl is still written", file=sys.stderr)
+
+    def on_stop(self, t: Any, stop: Stop) -> None:
+        """The stop row, durably, and the run's summary derived from its records. (A start that failed before
+        its start row leaves its error in errors.jsonl alone.)"""
+        if self.out is None or not self.started:
+            return
+        self.write(stop)
+        self.sync()
+        summary = records.refresh_summary(self.run)
+        shown = {"steps": summary.steps, "tokens": summary.tokens, "train_loss": summary.train_loss,
+                 "val_loss": summary.val_loss, **{k: v["headline"] for k, v in summary.evals.items()},
+                 "goodput": f"{summary.goodput:.1%}" if summary.goodput is not None else None}
+        print("summary: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + f" ({self.run.summary})", flush=True)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
+
+    def state_dict(self) -> dict:
+        return {"wandb_id": self.wandb_id}
+
+
+def record_error(run: RunDir, e: BaseException, step: int | None) -> str:
+    """Every failing rank leaves its error in the run's error records, where harness.status shows it."""
+    error = f"{type(e).__name__}: {e}"
+    run.record_error(rank=int(os.environ.get("RANK", 0)), host=node_name(), step=step, error=error,
+                     traceback=traceback.format_exc(limit=-8))
+    return error
