@@ -40,8 +40,10 @@ class Start:
 
 
 def starts(rows: list[dict], jobs: list[dict]) -> list[Start]:
-    """The ledger of each start, from the run's metrics rows and job records."""
+    """The ledger of each start, from the run's metrics rows and job records. Rows added after the fact (an
+    evaluation of a kept checkpoint, `later`) spent no time of the run's allocations."""
     by_restart: dict[int, list[dict]] = {}
+    rows = [r for r in rows if not r.get("later")]
     for r in rows:
         by_restart.setdefault(r["restart"], []).append(r)
     ends = sorted(j["time"] for j in jobs if j.get("event") == "step_end")

@@ -72,10 +72,11 @@ def harness(module: str, *args: str, check: bool = True, env: dict[str, str] | N
 
 
 def launch(module: str, *args: str, log: Path, nproc: int = 0, restarts: int = 0,
-           env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start a harness command in its own process group (so a test can kill all of it), output to `log`."""
+           env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.Popen:
+    """Start a harness command in its own process group (so a test can kill all of it), output to `log`;
+    from `cwd`, whose harness package (if it has one) is the one Python imports."""
     with open(log, "ab") as out:
-        return subprocess.Popen(command(module, *args, nproc=nproc, restarts=restarts), cwd=REPO, stdout=out,
+        return subprocess.Popen(command(module, *args, nproc=nproc, restarts=restarts), cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=environment(**(env or {})))
 
 

@@ -56,7 +56,8 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     dirs = {k: root / k for k in ("lr3e-3", "lr1e-2", "resumed")}
     straight = start(dirs["lr3e-3"], shakespeare_dir, "--name", "tiny-lr3e-3")
     other_lr = start(dirs["lr1e-2"], shakespeare_dir, "--name", "tiny-lr1e-2", "--optim.lr", "1e-2",
-                      "--eval.hellaswag_every", "8", "--eval.hellaswag_data", str(hellaswag))
+                      "--eval.tasks", "hellaswag_nanogpt", "--eval.tasks_every", "8",
+                      "--eval.tasks_data", str(hellaswag))
     resumed = ["--name", "tiny-resumed"]
     proc = start(dirs["resumed"], shakespeare_dir, *resumed)
     wait_for_step(dirs["resumed"], 8, proc, timeout=300)
@@ -73,9 +74,9 @@ def runs(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     # A copy of the straight run whose log ends in half a JSON object, as when a run is killed mid-write.
     dirs["truncated"] = root / "truncated"
     dirs["truncated"].mkdir()
-    shutil.copy(dirs["lr3e-3"] / "config.json", dirs["truncated"])
-    text = (dirs["lr3e-3"] / "metrics.jsonl").read_text()
-    (dirs["truncated"] / "metrics.jsonl").write_text(text + '{"kind": "train", "step": 17, "tokens": 87')
+    shutil.copy(RunDir(dirs["lr3e-3"]).config, dirs["truncated"])
+    text = RunDir(dirs["lr3e-3"]).metrics.read_text()
+    RunDir(dirs["truncated"]).metrics.write_text(text + '{"kind": "train", "step": 17, "tokens": 87')
     return {"root": root, "dirs": dirs, "partial": partial, "killed_at": killed_at}
 
 
@@ -152,7 +153,7 @@ def test_plots_and_summary_match_the_logs(runs: dict, tmp_path: Path, capsys: py
     out = tmp_path / "plots"
     with pytest.warns(UserWarning, match="truncated"):
         plots.main([str(runs["root"]), "--out", str(out), "--svg"])
-    for stem in ("loss", "throughput", "lr", "hellaswag", "ledger"):
+    for stem in ("loss", "throughput", "lr", "evals", "ledger"):
         assert_png(out / f"{stem}.png")
         assert b"<svg" in (out / f"{stem}.svg").read_bytes()[:2000]
     printed = capsys.readouterr().out
@@ -174,14 +175,21 @@ def test_plots_and_summary_match_the_logs(runs: dict, tmp_path: Path, capsys: py
         assert np.isnan(row["median_mfu"])  # CPU: no peak FLOP/s, no MFU
         assert row["restarts"] == len(starts) - 1 == (1 if name == "resumed" else 0)
         assert row["state"] == "finished"
-        assert row["wall_hours"] == pytest.approx(sum(restart_seconds(run_dir)) / 3600)
+        # Time in allocations (harness.ledger): every row's time within it, and the gaps between starts not.
+        rounding = 1e-6  # the summary's hours have 6 decimals
+        assert sum(restart_seconds(run_dir)) / 3600 - rounding <= row["wall_hours"] <= (
+            rows(run_dir)[-1]["time"] - starts[0]["allocated_at"]) / 3600 + rounding
         assert row["device_hours"] == pytest.approx(row["wall_hours"])  # world size 1
-        hellaswag = latest_rows(run_dir, "hellaswag")
+        if name != "truncated":  # the same summary the trainer wrote at its last stop (harness.records)
+            written = json.loads(RunDir(run_dir).summary.read_text())
+            assert (row["steps"], row["tokens"], row["final_val_loss"], row["goodput"], row["eval_average"]) == (
+                written["steps"], written["tokens"], written["val_loss"], written["goodput"], written["eval_average"])
+        evals = latest_rows(run_dir, "eval")
         if name == "lr1e-2":
-            assert sorted(hellaswag) == [0, 8, 16]
-            assert row["best_hellaswag_acc_norm"] == pytest.approx(max(r["acc_norm"] for r in hellaswag.values()))
+            assert sorted(evals) == [0, 8, 16] and {r["task"] for r in evals.values()} == {"hellaswag_nanogpt"}
+            assert row["hellaswag_nanogpt"] == row["eval_average"] == evals[16]["acc_norm"]
         else:
-            assert not hellaswag and np.isnan(row["best_hellaswag_acc_norm"])
+            assert not evals and np.isnan(row["hellaswag_nanogpt"]) and np.isnan(row["eval_average"])
     md = (out / "summary.md").read_text()
     assert md.count("\n") == 2 + 4 and "tiny-resumed" in md
 
@@ -199,10 +207,10 @@ def test_rerun_is_idempotent_and_runs_glob_filters(runs: dict, tmp_path: Path) -
         # The truncated copy kept its original's name: both are told apart by their directories.
         assert sorted(table["run"]) == ["tiny-lr1e-2", f"tiny-lr3e-3 ({runs['dirs']['lr3e-3']})",
                                         f"tiny-lr3e-3 ({runs['dirs']['truncated']})"]
-        assert_png(out / "hellaswag.png")
+        assert_png(out / "evals.png")
     plots.main([str(runs["root"]), "--out", str(out), "--runs", "resumed"])  # a directory name matches too
     assert pd.read_csv(out / "summary.csv")["run"].tolist() == ["tiny-resumed"]
-    assert not (out / "hellaswag.png").exists()
+    assert not (out / "evals.png").exists()
     assert sorted(p.name for p in out.iterdir()) == ["ledger.png", "loss.png", "lr.png", "summary.csv",
                                                     "summary.md", "throughput.png"]
     with pytest.raises(SystemExit):
@@ -238,7 +246,7 @@ def test_command_line_entry_point(runs: dict, tmp_path: Path) -> None:
     out = tmp_path / "plots"
     done = harness("analysis.plots", str(runs["dirs"]["lr3e-3"]), "--out", str(out))
     assert "| tiny-lr3e-3 | finished | 16 | 8,192 |" in done.stdout
-    assert "hellaswag.png skipped" in done.stderr
+    assert "evals.png skipped" in done.stderr
     assert_png(out / "loss.png")
 
 
@@ -248,10 +256,10 @@ def test_val_loss_reference_matches_the_data(runs: dict, shakespeare_dir: Path, 
     def run_on(data_dir: Path, name: str) -> Path:
         run_dir = tmp_path / name
         run_dir.mkdir()
-        shutil.copy(runs["dirs"]["lr3e-3"] / "metrics.jsonl", run_dir)
-        spec = json.loads((runs["dirs"]["lr3e-3"] / "config.json").read_text())
+        shutil.copy(RunDir(runs["dirs"]["lr3e-3"]).metrics, run_dir)
+        spec = json.loads(RunDir(runs["dirs"]["lr3e-3"]).config.read_text())
         spec["data"]["dir"] = str(data_dir)
-        (run_dir / "config.json").write_text(json.dumps(spec))
+        RunDir(run_dir).config.write_text(json.dumps(spec))
         return run_dir
 
     def references(run_dir: Path) -> dict[str, float]:

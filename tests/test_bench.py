@@ -81,7 +81,7 @@ def test_gpu_acceptance_command_in_cpu_mode(shakespeare_dir: Path, tmp_path: Pat
     assert resume["resumed_from_step"] in (4, 8) and resume["compared_steps"] == 12 - resume["resumed_from_step"]
     assert result["auto_micro_batch"]["chosen"] == 8  # the CPU fallback
     hs = result["hellaswag"]
-    assert hs["n"] == 16 and 0 <= hs["acc_norm"] <= 1 and hs["seconds"] > 0
+    assert hs["examples"] == 16 and 0 <= hs["acc_norm"] <= 1 and hs["seconds"] > 0
 
 
 def test_prepare_bench_pairs_harness_with_the_reference() -> None:

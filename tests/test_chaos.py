@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.run_dir import RunDir
 from tests.helpers import finish, harness, kill_group, last_step, launch, rows, train_losses
 from tests.slurm_helpers import (
     CLUSTER,
@@ -106,7 +107,7 @@ def test_six_interruptions_leave_no_trace(shakespeare_dir: Path, tmp_path: Path)
     a, b = (torch.load(d / final, weights_only=True) for d in (reference, run_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Each restart is marked, and every line of the log is whole JSON.
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(run_dir).metrics.read_text().splitlines()
     parsed = [json.loads(line) for line in lines]
     starts = [r for r in parsed if r["kind"] == "start"]
     assert [s["restart"] for s in starts] == list(range(len(starts))) and len(starts) >= len(kinds) + 1
@@ -130,7 +131,7 @@ def test_a_dead_worker_brings_the_job_down_promptly(shakespeare_dir: Path, tmp_p
     t0 = time.time()
     wait_until("the job to end", lambda: not queued(job), timeout=120, logs=run_dir / "slurm")
     assert time.time() - t0 < 60  # not the collective timeout (10 minutes)
-    errors = [json.loads(line) for line in (run_dir / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in RunDir(run_dir).errors.read_text().splitlines()]
     assert errors and errors[0]["rank"] == 0  # the survivor saw its peer go and said so
     status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert status["state"] == "FAILED" and status["error"]
@@ -147,7 +148,7 @@ def test_a_hung_worker_brings_the_job_down_after_the_collective_timeout(shakespe
     t0 = time.time()
     wait_until("the job to end", lambda: not queued(job), timeout=180, logs=run_dir / "slurm")
     assert time.time() - t0 < 120  # the 15 s collective timeout, then teardown
-    errors = [json.loads(line)["error"] for line in (run_dir / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line)["error"] for line in RunDir(run_dir).errors.read_text().splitlines()]
     assert any("imed out" in e or "timeout" in e.lower() for e in errors), errors
     stops = rows(run_dir, "stop")
     assert stops and stops[-1]["reason"] == "failed"

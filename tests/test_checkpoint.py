@@ -97,7 +97,7 @@ def latest_step(root: Path, world_size: int = 1, **kwargs: object) -> int:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    return tmp_path / "run" / "checkpoints"
+    return RunDir(tmp_path / "run").checkpoints
 
 
 # ----------------------------------------------------------------------------- save, load, prune
@@ -362,7 +362,7 @@ def test_load_model_from_run_and_checkpoint_dirs(tmp_path: Path) -> None:
     run = Run()
     exp = config.resolve(Experiment(name="tiny", run_dir=str(run_dir), model=TINY))
     init_run_dir(RunDir(exp.run_dir), exp)
-    ckpt = checkpointer(run_dir / "checkpoints")
+    ckpt = checkpointer(RunDir(run_dir).checkpoints)
     at_10 = run.snapshot()["model"]
     run.save(ckpt, 10)
     run.update()
@@ -370,28 +370,28 @@ def test_load_model_from_run_and_checkpoint_dirs(tmp_path: Path) -> None:
     run.save(ckpt, 20)
 
     model, info = load_model(run_dir)  # the newest checkpoint, though the run dir has a config.json
-    assert info == {"source": "checkpoint", "path": str(step_dir(run_dir / "checkpoints", 20)), "step": 20,
+    assert info == {"source": "checkpoint", "path": str(step_dir(RunDir(run_dir).checkpoints, 20)), "step": 20,
                     "name": "tiny"}
     assert_same(at_20, model.state_dict())
     assert not model.training
 
-    model, info = load_model(step_dir(run_dir / "checkpoints", 10))
+    model, info = load_model(step_dir(RunDir(run_dir).checkpoints, 10))
     assert info["step"] == 10
     assert_same(at_10, model.state_dict())
 
-    model_file = step_dir(run_dir / "checkpoints", 20) / "model.pt"
+    model_file = step_dir(RunDir(run_dir).checkpoints, 20) / "model.pt"
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = bytes(4096)  # right size, corrupt bytes
     model_file.write_bytes(bytes(data))
     assert load_model(run_dir)[1]["step"] == 10  # falls back past the corrupt newest
     with pytest.raises(CheckpointError, match="CRC32"):
-        load_model(step_dir(run_dir / "checkpoints", 20))  # named directly: its own error
-    (step_dir(run_dir / "checkpoints", 20) / "meta.json").unlink()  # the newest is incomplete
+        load_model(step_dir(RunDir(run_dir).checkpoints, 20))  # named directly: its own error
+    (step_dir(RunDir(run_dir).checkpoints, 20) / "meta.json").unlink()  # the newest is incomplete
     assert load_model(run_dir)[1]["step"] == 10
-    shutil.rmtree(step_dir(run_dir / "checkpoints", 10))
+    shutil.rmtree(step_dir(RunDir(run_dir).checkpoints, 10))
     with pytest.raises(CheckpointError, match="no valid checkpoint"):
         load_model(run_dir)
-    shutil.rmtree(run_dir / "checkpoints")  # a run that has not saved yet is not mistaken for a HF dir
+    shutil.rmtree(RunDir(run_dir).checkpoints)  # a run that has not saved yet is not mistaken for a HF dir
     with pytest.raises(CheckpointError, match="no valid checkpoint"):
         load_model(run_dir)
 
@@ -430,7 +430,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_a_full_disk_fails_the_save_and_keeps_the_previous(small_disk: Path) -> None:
-    root = small_disk / "checkpoints"
+    root = RunDir(small_disk).checkpoints
     small = Run()  # ~26K parameters: weights and Adam moments ~0.3 MB
     ckpt = checkpointer(root)
     expected = small.snapshot()

@@ -141,10 +141,10 @@ def test_mean_curve_at_matched_tokens(seed_sweep: dict, groups: dict, tmp_path: 
     # four evaluated, and the group is flagged.
     short = tmp_path / "tiny-short-seed9"
     short.mkdir()
-    spec = json.loads((seed_sweep[(lr, 1)] / "config.json").read_text()) | {"seed": 9, "name": short.name}
-    (short / "config.json").write_text(json.dumps(spec))
-    lines = (seed_sweep[(lr, 1)] / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (short / "metrics.jsonl").write_text("".join(x for x in lines if json.loads(x).get("step", 0) <= 4))
+    spec = json.loads(RunDir(seed_sweep[(lr, 1)]).config.read_text()) | {"seed": 9, "name": short.name}
+    RunDir(short).config.write_text(json.dumps(spec))
+    lines = RunDir(seed_sweep[(lr, 1)]).metrics.read_text().splitlines(keepends=True)
+    RunDir(short).metrics.write_text("".join(x for x in lines if json.loads(x).get("step", 0) <= 4))
     (group,) = compare.group_runs(load_runs([seed_sweep[(lr, s)] for s in SWEEP_SEEDS] + [short]))
     assert len(group.runs) == 4 and compare.mean_curve(group)["tokens"].tolist() == VAL_TOKENS[:2]
     compare.check_schedules(group)

@@ -9,8 +9,8 @@ import pytest
 import simple_parsing
 
 from harness import spec as config
-from harness.run_dir import RunDir
 from harness.cluster.inputs import ready
+from harness.run_dir import RunDir
 from harness.spec import Experiment, SpecError, init_run_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,6 +202,18 @@ def test_cli_resolves_the_preset() -> None:
     assert (exp.model.n_layer, exp.model.n_head, exp.model.n_embd) == (24, 16, 1024)
 
 
+def test_none_resets_an_optional_field() -> None:
+    """`None` or `null` resets any Optional field (simple-parsing alone reads the string 'None' for a str,
+    and refuses it for an int)."""
+    (exp,) = config.parse_cli([str(SHAKESPEARE), "--model.preset", "gpt2", "--model.n_layer", "None",
+                               "--model.n_head=null", "--model.n_embd", "None"], "prog")
+    assert (exp.model.preset, exp.model.n_layer, exp.model.n_head, exp.model.n_embd) == ("gpt2", 12, 12, 768)
+    (exp,) = config.parse_cli([str(SHAKESPEARE), "--model.preset", "None", "--optim.fused", "null"], "prog")
+    assert exp.model.preset is None and exp.model.n_layer == 4 and exp.optim.fused is None
+    (exp,) = config.parse_cli([str(SHAKESPEARE), "--name", "None"], "prog")  # not Optional: a name like any
+    assert exp.name == "None"
+
+
 def test_a_bad_value_exits_2_naming_the_option(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as e:
         config.parse_cli([str(SHAKESPEARE), "--optim.lr", "abc"], "prog")
@@ -255,6 +267,26 @@ def test_json_round_trip(spec: Experiment) -> None:
     back = config.from_json(config.to_json(exp))
     assert back == exp
     assert isinstance(back.optim.betas, tuple)
+
+
+def test_a_version_1_spec_reads_through_the_migration(spec: Experiment) -> None:
+    """config.json before the task registry (no spec_version; HellaSwag's own fields) reads as the current
+    spec; a spec written by a newer harness is refused, naming its version."""
+    d = json.loads(config.to_json(spec))
+    del d["spec_version"]
+    d["eval"] = {k: v for k, v in d["eval"].items() if not k.startswith("tasks")} | {
+        "hellaswag_every": 50, "hellaswag_limit": 100, "hellaswag_data": "hs.jsonl"}
+    old = config.from_json(json.dumps(d), "run/config.json")
+    assert (old.eval.tasks, old.eval.tasks_every, old.eval.tasks_limit, old.eval.tasks_data) == (
+        ["hellaswag_nanogpt"], 50, 100, "hs.jsonl")
+    assert config.diff(old, change(spec, **{"eval.tasks": ["hellaswag_nanogpt"], "eval.tasks_every": 50,
+                                            "eval.tasks_limit": 100, "eval.tasks_data": "hs.jsonl"})) == {}
+    d["eval"]["hellaswag_every"] = 0
+    assert config.from_json(json.dumps(d)).eval.tasks == []
+    with pytest.raises(SpecError, match="^run/config.json: spec_version 99 is not one this code reads"):
+        config.from_json(json.dumps(json.loads(config.to_json(spec)) | {"spec_version": 99}), "run/config.json")
+    with pytest.warns(DeprecationWarning, match="hellaswag_every"):  # an experiment file written for them
+        assert config.EvalConfig(hellaswag_every=0).tasks == []
 
 
 def test_from_json_names_an_unknown_key(spec: Experiment) -> None:

@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
+from harness import records
 from harness.data.reader import ShardedTokenReader
 from harness.distributed import DistEnv
 from harness.eval.hellaswag import evaluate_hellaswag
 from harness.eval.val_loss import val_loss
 from harness.model.io import load_model
+from harness.run_dir import RunDir, step_dir
 from tests.helpers import harness
 
 LIMIT = 40
@@ -49,39 +51,45 @@ def one_process(trained, hellaswag):
     """HellaSwag on the run directory as one process: the printed JSON and the file it wrote."""
     _, run_dir = trained
     result = eval_cli("hellaswag", str(run_dir), "--data", str(hellaswag), "--limit", str(LIMIT))
-    return result, json.loads((run_dir / "checkpoints" / "step_00000040" / "eval_hellaswag.json").read_text())
+    return result, json.loads((step_dir(RunDir(run_dir).checkpoints, 40) / "eval_hellaswag_nanogpt.json").read_text())
 
 
 def test_hellaswag_on_a_run(one_process, trained, hellaswag):
     result, written = one_process
     _, run_dir = trained
     assert written == result
-    assert result["target"] == str(run_dir) and result["path"] == str(run_dir / "checkpoints" / "step_00000040")
+    assert result["target"] == str(run_dir) and result["path"] == str(step_dir(RunDir(run_dir).checkpoints, 40))
     assert result["step"] == 40 and result["model"] == "checkpoint" and result["world_size"] == 1
-    assert result["n"] == LIMIT and result["seconds"] > 0
+    assert result["examples"] == LIMIT and result["seconds"] > 0 and result["task"] == "hellaswag_nanogpt"
     assert result["examples_per_s"] == pytest.approx(LIMIT / result["seconds"], rel=0.01)
     model, _ = load_model(run_dir)
     expected = evaluate_hellaswag(model, str(hellaswag), LIMIT, SINGLE)
     assert {k: result[k] for k in expected} == expected
+    # The score of the run's checkpoint is in the run's records, as a row of its step scored later, and in
+    # the summary written from them.
+    (row,) = [r for r in records.read(RunDir(run_dir)) if r["kind"] == "eval"]
+    assert row["later"] and row["step"] == 40 and row["task"] == "hellaswag_nanogpt" and row["acc"] == result["acc"]
+    summary = json.loads(RunDir(run_dir).summary.read_text())
+    assert summary["evals"]["hellaswag_nanogpt"]["acc_norm"] == result["acc_norm"] and summary["steps"] == 40
 
 
 def test_torchrun_two_ranks_match_one_process(one_process, trained, hellaswag):
     _, run_dir = trained
-    checkpoint = run_dir / "checkpoints" / "step_00000040"  # a checkpoint directory as the target this time
-    two = eval_cli("hellaswag", str(checkpoint), "--data", str(hellaswag), "--limit", str(LIMIT), ranks=2)
+    checkpoint = step_dir(RunDir(run_dir).checkpoints, 40)  # a checkpoint directory as the target this time
+    two = eval_cli("hellaswag_nanogpt", str(checkpoint), "--data", str(hellaswag), "--limit", str(LIMIT), ranks=2)
     one, _ = one_process
     assert two["world_size"] == 2 and two["step"] == 40
-    assert (two["acc"], two["acc_norm"], two["n"]) == (one["acc"], one["acc_norm"], one["n"])
-    assert json.loads((checkpoint / "eval_hellaswag.json").read_text()) == two
+    assert (two["acc"], two["acc_norm"], two["examples"]) == (one["acc"], one["acc_norm"], one["examples"])
+    assert json.loads((checkpoint / "eval_hellaswag_nanogpt.json").read_text()) == two
 
 
 def test_hellaswag_on_a_huggingface_dir(hf_dir, hellaswag):
     result = eval_cli("hellaswag", str(hf_dir), "--data", str(hellaswag), "--limit", "16", "--batch", "3")
     assert result["model"] == "huggingface" and result["step"] is None and result["path"] == str(hf_dir)
-    assert json.loads((hf_dir / "eval_hellaswag.json").read_text()) == result
+    assert json.loads((hf_dir / "eval_hellaswag_nanogpt.json").read_text()) == result
     model, _ = load_model(hf_dir)
     expected = evaluate_hellaswag(model, str(hellaswag), 16, SINGLE)
-    assert expected["n"] == 16 and {k: result[k] for k in expected} == expected
+    assert expected["examples"] == 16 and {k: result[k] for k in expected} == expected
 
 
 def test_val_loss_on_a_run(trained):
@@ -91,7 +99,7 @@ def test_val_loss_on_a_run(trained):
     assert result["tokens"] == 4864 and result["seq_len"] == 64  # rounded down to whole steps of 4 x 64
     assert math.isfinite(result["val_loss"]) and result["val_loss"] < 9  # below ln(50304) = 10.8: it learned
     assert result["step"] == 40 and result["data"] == str(data)
-    assert json.loads((run_dir / "checkpoints" / "step_00000040" / "eval_val_loss.json").read_text()) == result
+    assert json.loads((step_dir(RunDir(run_dir).checkpoints, 40) / "eval_val_loss.json").read_text()) == result
     model, _ = load_model(run_dir)
     same = val_loss(model, ShardedTokenReader(data, "val", 4, 64), 4864, SINGLE)
     assert same == pytest.approx(result["val_loss"], rel=1e-5)

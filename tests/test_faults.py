@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness import records
-from harness.run_dir import RunDir, list_checkpoints
+from harness.run_dir import RunDir, list_checkpoints, step_dir
 from harness.train.checkpoint import load_latest
 from tests.helpers import harness, kill_group, launch, rows, train_args
 
@@ -32,7 +32,7 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
     run = tmp_path / "run"
     proc = train(run, shakespeare_dir, *EXPLODE, check=False)
     assert proc.returncode != 0
-    saved = list_checkpoints(run / "checkpoints")
+    saved = list_checkpoints(RunDir(run).checkpoints)
     assert saved, "a checkpoint from before the divergence must remain"
     last_good = saved[-1]
     stop = rows(run, "stop")[-1]
@@ -42,16 +42,16 @@ def test_nonfinite_loss_stops_the_run_and_names_step_and_checkpoint(shakespeare_
     assert int(last_good.name.split("_")[1]) < stop["failed_step"]  # nothing saved at or after the NaN
     weights = torch.load(last_good / "model.pt", weights_only=True)
     assert all(torch.isfinite(w).all() for w in weights.values())
-    error = json.loads((run / "errors.jsonl").read_text().splitlines()[-1])
+    error = json.loads(RunDir(run).errors.read_text().splitlines()[-1])
     assert error["error"].startswith("NonFiniteError") and error["rank"] == 0
     status = json.loads(harness("harness.status", str(run), "--json").stdout)
     assert status["state"] == "FAILED (NON-FINITE LOSS)"
 
     # A restart with the same spec would replay the divergence exactly: refused at once, nothing logged.
-    lines = (run / "metrics.jsonl").read_text()
+    lines = RunDir(run).metrics.read_text()
     again = train(run, shakespeare_dir, *EXPLODE, check=False)
     assert again.returncode != 0 and f"non-finite loss or gradient norm at step {stop['failed_step']}" in again.stderr
-    assert "with the same spec would replay it" in again.stderr and (run / "metrics.jsonl").read_text() == lines
+    assert "with the same spec would replay it" in again.stderr and RunDir(run).metrics.read_text() == lines
     # A changed spec resumes from the last good checkpoint.
     train(run, shakespeare_dir, *EXPLODE, "--train.on_nonfinite", "skip")
     start = rows(run, "start")[-1]
@@ -66,7 +66,7 @@ def test_nonfinite_updates_can_be_skipped_instead(shakespeare_dir: Path, tmp_pat
     rows = records.read(RunDir(run))  # strict JSON: non-finite values are logged as null
     assert [r["step"] for r in rows if r["kind"] == "train"] == list(range(1, 11))
     assert any(r["kind"] == "train" and r["grad_norm"] is None for r in rows)
-    for line in (run / "metrics.jsonl").read_text().splitlines():
+    for line in RunDir(run).metrics.read_text().splitlines():
         json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # no NaN/Infinity
     final = torch.load(run / "checkpoints/step_00000010/model.pt", weights_only=True)
     assert all(torch.isfinite(w).all() for w in final.values())
@@ -77,30 +77,30 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(shakespeare_di
     # Wide enough (~23M parameters) that writing a checkpoint takes a while.
     args = ["--model.n_embd", "384", "--schedule.steps", "6", "--checkpoint.every", "2"]
     proc = launch("harness.train", *train_args(run, shakespeare_dir, *args), log=tmp_path / "log", env=ONE_THREAD)
-    partial = run / "checkpoints" / ".step_00000004.tmp"
+    partial = RunDir(run).checkpoints / ".step_00000004.tmp"
     deadline = time.time() + 300
     while not partial.exists():
         assert proc.poll() is None and time.time() < deadline, "the second save never started"
         time.sleep(0.002)
     kill_group(proc)  # mid-write
-    assert partial.exists() and not (run / "checkpoints" / "step_00000004").exists()
-    path, state = load_latest(run / "checkpoints", rank=0, world_size=1)
+    assert partial.exists() and not (step_dir(RunDir(run).checkpoints, 4)).exists()
+    path, state = load_latest(RunDir(run).checkpoints, rank=0, world_size=1)
     assert path.name == "step_00000002" and state["meta"]["step"] == 2
 
     train(run, shakespeare_dir, *args)
     starts = rows(run, "start")
     assert starts[-1]["step"] == 2 and starts[-1]["checkpoint"].endswith("step_00000002")
     assert not partial.exists()  # the half-written directory was cleaned up
-    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000004", "step_00000006"]
+    assert [p.name for p in list_checkpoints(RunDir(run).checkpoints)] == ["step_00000004", "step_00000006"]
 
 
 def test_a_half_line_left_by_a_crash_stays_isolated(shakespeare_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(run, shakespeare_dir, "--schedule.steps", "4", "--checkpoint.every", "2")
-    with open(run / "metrics.jsonl", "a") as f:
+    with open(RunDir(run).metrics, "a") as f:
         f.write('{"kind": "train", "step": 5, "loss": 4.2')  # a crash mid-write: no closing brace, no newline
     train(run, shakespeare_dir, "--schedule.steps", "6", "--checkpoint.every", "2")
-    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines = RunDir(run).metrics.read_text().splitlines()
     broken = [n for n, line in enumerate(lines) if line.startswith('{"kind": "train", "step": 5, "loss": 4.2')]
     assert len(broken) == 1 and lines[broken[0]] == '{"kind": "train", "step": 5, "loss": 4.2'
     for n, line in enumerate(lines):  # every other line is whole JSON

@@ -62,7 +62,7 @@ def test_the_ledger_of_a_run_interrupted_twice_adds_up(shakespeare_dir: Path, tm
 
     status = json.loads(harness("harness.status", str(run_dir), "--json").stdout)
     assert 0 < status["goodput"] < 1
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads(RunDir(run_dir).summary.read_text())
     assert summary["ledger"]["device_hours"]["lost"] > 0
     out = tmp_path / "plots"
     table = harness("analysis.plots", str(run_dir), "--out", str(out)).stdout

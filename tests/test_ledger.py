@@ -143,5 +143,5 @@ def test_a_killed_and_resumed_run_accounts_for_its_time(shakespeare_dir: Path, t
     for s in found:
         assert set(s.seconds) == set(CATEGORIES) and abs(s.seconds["other"]) < 1.0, s.seconds
         assert s.seconds["startup"] > 0 and s.seconds["eval"] > 0
-    summary = (run / "summary.json").read_text()
+    summary = RunDir(run).summary.read_text()
     assert '"goodput"' in summary

@@ -124,8 +124,8 @@ def test_init_from_fills_the_vocabulary_and_a_bad_one_stops_the_trainer(hf_dir: 
     in from the source (said in the start row and kept in config.json); a shape that does not match stops the
     trainer before anything is written, naming the field."""
     run = tmp_path / "run"
-    harness("harness.train", *train_args(run, shakespeare_dir, "--model.init_from", str(hf_dir), "--schedule.warmup", "0",
-                                         steps=1))
+    harness("harness.train", *train_args(run, shakespeare_dir, "--model.init_from", str(hf_dir),
+                                         "--schedule.warmup", "0", steps=1))
     (start,) = rows(run, "start")
     assert start["filled"] == {"model.unpadded_vocab": 50257}
     assert read_spec(RunDir(run)).model.unpadded_vocab == 50257
@@ -134,7 +134,7 @@ def test_init_from_fills_the_vocabulary_and_a_bad_one_stops_the_trainer(hf_dir: 
                                                 "--model.n_layer", "3", steps=4), check=False)
     assert proc.returncode != 0
     assert "model.n_layer: 3 does not match" in proc.stderr, proc.stderr[-2000:]
-    assert not (bad / "checkpoints").exists()
+    assert not RunDir(bad).checkpoints.exists()
 
 
 # ----------------------------------------------------------------------------- through the trainer

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.run_dir import RunDir, step_dir
 from harness.spec import init_run_dir
 from tests.helpers import harness, last_step, rows, train_losses
 from tests.slurm_helpers import (
@@ -55,10 +56,10 @@ def test_evaluation_goes_through_slurm_too(reference_run: Path) -> None:
                          "--cluster.gpus_per_node", "0", "--cluster.procs_per_node", "2", "--cluster.time_min", "30",
                          "--cluster.signal_lead_s", "60").stdout
     job = re.search(r"job (\d+)", out).group(1)
-    result = reference_run / "checkpoints" / f"step_{STEPS:08d}" / "eval_hellaswag.json"
+    result = step_dir(RunDir(reference_run).checkpoints, STEPS) / "eval_hellaswag_nanogpt.json"
     wait_until("the evaluation", lambda: result.exists() and not queued(job), logs=reference_run / "eval-slurm")
     found = json.loads(result.read_text())
-    assert found["n"] == 8 and 0 <= found["acc_norm"] <= 1 and found["world_size"] == 2
+    assert found["examples"] == 8 and 0 <= found["acc_norm"] <= 1 and found["world_size"] == 2
 
 
 def test_submitit_job_survives_preemption_and_requeue(reference: dict, shakespeare_dir: Path,
@@ -107,7 +108,7 @@ def test_sbatch_script_survives_preemption(reference: dict, shakespeare_dir: Pat
     assert train_losses(run_dir) == reference
     text = Path(str(log).replace("%j", job)).read_text()
     assert "requeueing job" in text or "DUE TO PREEMPTION" in text
-    records = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in RunDir(run_dir).jobs.read_text().splitlines()]
     jobs = [j for j in records if j.get("event") != "step_end"]  # one record per start of the job
     ends = [j["outcome"] for j in records if j.get("event") == "step_end"]  # and how each job step ended
     assert {j["job_id"] for j in jobs} == {job} and len(jobs) == 2 and jobs[0]["via"] == "sbatch"
@@ -130,7 +131,7 @@ def test_sweep_goes_in_as_one_job_array(shakespeare_dir: Path, tmp_path: Path) -
     wait_until("both runs to finish", lambda: all(
         any(r["reason"] == "finished" for r in rows(d, "stop")) for d in runs), logs=tmp_path)
     for d, lr in zip(runs, (1e-3, 3e-3), strict=True):
-        assert json.loads((d / "config.json").read_text())["optim"]["lr"] == lr
+        assert json.loads(RunDir(d).config.read_text())["optim"]["lr"] == lr
         assert last_step(d) == 4
     assert train_losses(runs[0]) != train_losses(runs[1])
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.run_dir import RunDir
 from tests.helpers import (
     finish,
     harness,
@@ -50,7 +51,7 @@ def test_killed_run_resumes_bit_identically(straight_run: Path, shakespeare_dir:
     proc = torchrun(run, shakespeare_dir)
     wait_for_step(run, 12, proc)
     kill_group(proc)  # the whole job at once, as a node failure would
-    saved = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_"))
+    saved = sorted(p.name for p in RunDir(run).checkpoints.iterdir() if p.name.startswith("step_"))
     assert saved == ["step_00000010"], saved  # killed between the checkpoints at 10 and 20
 
     run_to_end(run, shakespeare_dir)
@@ -81,10 +82,10 @@ def test_resume_refuses_a_changed_model(straight_run: Path) -> None:
 
 
 def test_finished_run_restarts_as_a_no_op(straight_run: Path, shakespeare_dir: Path) -> None:
-    before = (straight_run / "metrics.jsonl").read_bytes()
+    before = RunDir(straight_run).metrics.read_bytes()
     run_to_end(straight_run, shakespeare_dir)
     assert "already finished" in straight_run.with_suffix(".log").read_text()
-    assert (straight_run / "metrics.jsonl").read_bytes() == before
+    assert RunDir(straight_run).metrics.read_bytes() == before
 
 
 def test_zero1_resumes_exactly(shakespeare_dir: Path, tmp_path: Path) -> None:
@@ -110,12 +111,12 @@ def test_auto_micro_batch_falls_back_on_cpu_and_is_kept(shakespeare_dir: Path, t
     auto = ["--train.micro_batch", "auto", "--schedule.warmup", "1", "--checkpoint.every", "2"]
     proc = harness("harness.train", *train_args(run, shakespeare_dir, *auto, steps=2))
     assert "micro_batch=auto probes GPU memory; on cpu it falls back to 8" in proc.stderr
-    spec = json.loads((run / "config.json").read_text())
+    spec = json.loads(RunDir(run).config.read_text())
     assert spec["train"]["micro_batch"] == 8  # the chosen size is part of the run's spec
     proc = harness("harness.train", str(run), "--train.micro_batch", "auto", "--schedule.steps", "3")
     assert "falls back" not in proc.stderr  # the resume reused the stored size instead of choosing again
     assert "micro_batch" not in proc.stdout.split("spec changed")[-1].split("\n")[0]
-    assert json.loads((run / "config.json").read_text())["train"]["micro_batch"] == 8
+    assert json.loads(RunDir(run).config.read_text())["train"]["micro_batch"] == 8
 
 
 def test_a_killed_worker_is_restarted_by_torchrun_and_resumes_exactly(straight_run: Path, shakespeare_dir: Path,
@@ -144,5 +145,5 @@ def test_a_restarted_run_continues_the_same_wandb_run(shakespeare_dir: Path, tmp
     run_id = (run / "wandb_id").read_text().strip()
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(name.endswith(f"-{run_id}") for name in offline)  # one wandb run, twice
-    metas = [json.loads((p / "meta.json").read_text()) for p in sorted((run / "checkpoints").glob("step_*"))]
+    metas = [json.loads((p / "meta.json").read_text()) for p in RunDir(run).checkpoint_dirs()]
     assert {m["wandb_id"] for m in metas} == {run_id}

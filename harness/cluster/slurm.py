@@ -5,6 +5,7 @@ fields (scontrol), and the allocation this process runs in. Everything else asks
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -77,3 +78,8 @@ def queued_job(run: RunDir) -> str | None:
     """The id of a job of this run that is still pending or running, if any."""
     job = run.last_job()
     return job["job_id"] if job and queue_state(str(job["job_id"])) else None
+
+
+def node_name() -> str:
+    """This node's name as Slurm knows it (what ExcNodeList takes), else its hostname."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()

@@ -25,6 +25,7 @@ import simple_parsing
 from harness import records
 from harness.cluster import inputs
 from harness.cluster.job import TorchrunJob, node_script, rendezvous_port, torchrun_command
+from harness.cluster.nodes import table
 from harness.cluster.slurm import head_node, job_fields, queue_state, queued_job, slurm_time
 from harness.cluster.triage import classify
 from harness.eval import cli as eval_cli
@@ -220,7 +221,6 @@ def submit_preflight(spec: Experiment) -> list[dict]:
     """Only the preflight, on `cluster.nodes` nodes, now: a job that measures every node (matmul,
     memory, shard reads, all-reduce) and ends; its per-node table is printed here once it is done.
     What a researcher runs before committing a week of GPUs."""
-    from harness.cluster.health import table  # torch: only when a preflight is asked for
 
     if problems := [f"cluster.{p}" for p in spec.cluster.check()]:  # the training settings do not matter here
         raise SpecError("\n".join(problems))

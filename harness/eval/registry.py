@@ -8,14 +8,6 @@ node); a task's module, which scores it, loads when the task is used.
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import contextlib
-
-    import torch
-
-    from harness.distributed import DistEnv
 
 TASKS: dict[str, tuple[str, str]] = {  # name -> (the module that scores it, what it is)
     "hellaswag_nanogpt": ("harness.eval.hellaswag", "HellaSwag validation (10,042), completion style as "
@@ -34,8 +26,8 @@ class Task:
     None where the task has none)."""
 
     name: str
-    load: Callable[[str | None, int, "DistEnv"], list]
-    score: Callable[["torch.nn.Module", list, "DistEnv", "contextlib.AbstractContextManager", int], dict]
+    load: Callable[..., list]  # (data: str | None, limit: int, env: DistEnv) -> examples
+    score: Callable[..., dict]  # (model, examples, env: DistEnv, precision, batch: int) -> figures
 
 
 def names() -> list[str]:

@@ -304,7 +304,7 @@ def hellaswag(run_dir: Path, data: str, limit: int, device: torch.device) -> dic
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.time() - t0
-    return result | {"seconds": round(seconds, 2), "examples_per_s": round(result["n"] / seconds, 1),
+    return result | {"seconds": round(seconds, 2), "examples_per_s": round(result["examples"] / seconds, 1),
                      "model": f"the straight run's step {info['step']}"}
 
 
@@ -333,7 +333,7 @@ def table(out: dict) -> str:
                                      f"{rs['resumed_from_step']} ({how}, compile={rs['compile']}, async checkpoints)"))
     probe = f", probe peak {auto['probe_peak_memory_gb']} GB" if auto["probe_peak_memory_gb"] else f" ({auto['note']})"
     lines.append(("micro_batch=auto", f"{auto['chosen']}{probe}"))
-    lines.append(("HellaSwag", hs.get("skipped") or f"{hs['n']} examples in {hs['seconds']} s "
+    lines.append(("HellaSwag", hs.get("skipped") or f"{hs['examples']} examples in {hs['seconds']} s "
                                                      f"({hs['examples_per_s']}/s), acc_norm {hs['acc_norm']:.4f}"))
     lines.append(("verdict", "PASS" if not out["problems"] else "FAIL: " + "; ".join(out["problems"])))
     lines.append(("took", f"{out['seconds']} s"))

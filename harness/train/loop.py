@@ -24,15 +24,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from harness import distributed, records
 from harness.cluster import inputs
-from harness.cluster.health import node_name
-from harness.cluster.slurm import allocation_started
+from harness.cluster.slurm import node_name
 from harness.data.manifest import DataError
 from harness.data.reader import ShardedTokenReader
 from harness.eval.hellaswag import HellaSwagDataError
 from harness.model.gpt import GPT, autocast, model_flops_utilisation, peak_flops
 from harness.model.io import load_pretrained
 from harness.model.sources import CheckpointLayoutError
-from harness.records import Checkpoint, Ready, Start, Stop, Train
+from harness.records import Checkpoint, Ready, Stop, Train
 from harness.run_dir import RunDir, read_jsonl
 from harness.spec import (
     Experiment,
@@ -65,7 +64,7 @@ class Trainer:
         """Build everything the spec describes, then restore the newest checkpoint that loads."""
         self.env, self.device, self.run_dir = env, env.device, RunDir(exp.run_dir)
         exp, self.filled = inputs.ready(resolve(exp), env.world_size)  # a spec built in Python resolves too
-        self.precision = self._set_up_device(exp)
+        self.precision = set_up_device(exp, self.device)
         torch.manual_seed(exp.seed)  # the same on every rank: identical initial weights (DDP broadcasts rank 0's)
         self.model = GPT(exp.model).to(self.device)
         exp, self.auto_batch = resolve_micro_batch(exp, self.model, self.run_dir, env, self.precision)
@@ -103,18 +102,6 @@ class Trainer:
             if env.distributed else compiled
         self.flops_per_token = self.model.flops_per_token(tc.seq_len)
         self.peak_flops = peak_flops(self.device, tc.peak_tflops)
-
-    def _set_up_device(self, exp: Experiment) -> contextlib.AbstractContextManager:
-        if exp.train.deterministic:
-            # GPU kernels that reduce with atomics (embedding backward, some attention backward passes) sum in
-            # a different order every run; exact resume on a GPU needs the deterministic ones, and cuBLAS a
-            # fixed workspace for them.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32
-            torch.backends.cudnn.allow_tf32 = True
-        return autocast(self.device, exp.train.dtype)
 
     def print(self, msg: str) -> None:
         if self.env.is_main:
@@ -170,7 +157,6 @@ class Trainer:
         if self.state.step >= total:
             self.print(f"{self.exp.name} already finished ({self.state.step}/{total} steps)")
             return "finished"
-        self.begin()
         for c in self.components:
             if stop := c.on_start(self):
                 return self.end(stop)
@@ -241,39 +227,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ a start's first and last records
 
-    def begin(self) -> None:
-        """The start row (rank 0), which every record of this start follows."""
-        exp, tc = self.exp, self.exp.train
-        self.recorder.start_wandb(exp.name, exp)
-        device = _device_name(self.device)
-        names = [kv.split("=", 1)[0] for kv in exp.cluster.env]  # the spec's cluster.env as each node sees it
-        node_env = distributed.gather({n: os.environ.get(n) for n in names}, self.env) if names else None
-        self.recorder.write(Start(
-            step=self.state.step, world_size=self.env.world_size, device=device, hosts=self.hosts,
-            job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
-            checkpoint=str(self.resumed_from) if self.resumed_from else None,
-            init_from=None if self.resumed_from else exp.model.init_from or None,  # weights loaded from it
-            parameters=self.model.num_params(), parameters_non_embedding=self.model.num_params(non_embedding=True),
-            flops_per_token=self.flops_per_token, total_steps=exp.schedule.steps, batch_tokens=tc.batch_tokens,
-            lr_scaling=exp.optim.lr_scaling, peak_lr=exp.optim.scaled_lr, min_lr=exp.optim.scaled_min_lr,
-            node_env=dict(zip(self.hosts, node_env, strict=True)) if node_env else None,
-            checkpoint_plan=self.interval, auto_micro_batch=self.auto_batch,
-            spec_changes=describe(self.spec_changes) or None, filled=self.filled or None,
-            commit=records.code_version()))
-        what = f"resumed from {self.resumed_from}" if self.resumed_from else \
-            f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
-        self.print(f"{exp.name}: {what} at step {self.state.step}/{exp.schedule.steps} (restart {self.restart}); "
-                   f"{self.env.world_size} x {device}, {self.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} "
-                   f"per step, {tc.batch_tokens:,} tokens/step")
-        if exp.optim.lr_scaling != "none":
-            self.print(f"lr_scaling={exp.optim.lr_scaling} from {exp.optim.base_batch_tokens:,} to "
-                       f"{tc.batch_tokens:,} tokens/step: peak lr {exp.optim.scaled_lr:.3g}, "
-                       f"min lr {exp.optim.scaled_min_lr:.3g}")
-        for field, value in self.filled.items():
-            self.print(f"{field}={value}: filled in from model.init_from={exp.model.init_from}")
-        if self.spec_changes:
-            self.print(f"spec changed since the last start: {describe(self.spec_changes)}")
-
     def end(self, stop: Stop) -> str:
         """Every component's last word on this start (the recorder writes the stop row and the summary)."""
         for c in reversed(self.components):
@@ -294,12 +247,22 @@ class Trainer:
         self.trained = None  # drop DDP before the process group goes (see distributed.teardown)
 
 
+def set_up_device(exp: Experiment, device: torch.device) -> contextlib.AbstractContextManager:
+    """Kernels and precision as the spec asks; returns the precision the model runs in."""
+    if exp.train.deterministic:
+        # GPU kernels that reduce with atomics (embedding backward, some attention backward passes) sum in
+        # a different order every run; exact resume on a GPU needs the deterministic ones, and cuBLAS a
+        # fixed workspace for them.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls outside autocast use TF32
+        torch.backends.cudnn.allow_tf32 = True
+    return autocast(device, exp.train.dtype)
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN; null keeps metrics.jsonl strict JSON
-
-
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _peak_memory_gb(device: torch.device) -> float:

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from harness import distributed
-from harness.cluster.health import StragglerWatch, preflight, straggler, table, verdicts
+from harness.cluster.health import preflight
+from harness.cluster.nodes import StragglerWatch, straggler, table, verdicts
 from harness.records import Preflight, Stop
 from harness.spec import ClusterConfig
 from harness.train.component import Component

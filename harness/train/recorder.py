@@ -1,4 +1,4 @@
-"""The trainer's records: metrics.jsonl (rows of harness.records, append-only across restarts, rank 0
+"""The trainer's records: the start row, metrics.jsonl (rows of harness.records, append-only across restarts, rank 0
 only), its wandb mirror, each failing rank's error, and the run summary at every stop."""
 
 import os
@@ -6,11 +6,13 @@ import sys
 import traceback
 from typing import Any
 
-from harness import records
-from harness.cluster.health import node_name
-from harness.records import Row, Stop
+import torch
+
+from harness import distributed, records
+from harness.cluster.slurm import allocation_started, node_name
+from harness.records import Row, Start, Stop
 from harness.run_dir import JsonlAppender, RunDir
-from harness.spec import LogConfig, flatten
+from harness.spec import LogConfig, describe, flatten
 from harness.train.component import Component
 
 WANDB_KINDS = ("train", "val", "eval")  # the rows mirrored to wandb, as "kind/field" (an eval's "eval/task/field")
@@ -59,6 +61,39 @@ class Recorder(Component):
         except Exception as e:  # wandb is a mirror; the run must not die because it is unreachable
             print(f"WARNING: wandb ({mode}) did not start: {e}; metrics.jsonl is still written", file=sys.stderr)
 
+    def on_start(self, t: Any) -> Stop | None:
+        """The start row, which every record of this start follows."""
+        exp, tc = t.exp, t.exp.train
+        self.start_wandb(exp.name, exp)
+        device = device_name(t.device)
+        names = [kv.split("=", 1)[0] for kv in exp.cluster.env]  # the spec's cluster.env as each node sees it
+        node_env = distributed.gather({n: os.environ.get(n) for n in names}, t.env) if names else None
+        self.write(Start(
+            step=t.state.step, world_size=t.env.world_size, device=device, hosts=t.hosts,
+            job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
+            checkpoint=str(t.resumed_from) if t.resumed_from else None,
+            init_from=None if t.resumed_from else exp.model.init_from or None,  # weights loaded from it
+            parameters=t.model.num_params(), parameters_non_embedding=t.model.num_params(non_embedding=True),
+            flops_per_token=t.flops_per_token, total_steps=exp.schedule.steps, batch_tokens=tc.batch_tokens,
+            lr_scaling=exp.optim.lr_scaling, peak_lr=exp.optim.scaled_lr, min_lr=exp.optim.scaled_min_lr,
+            node_env=dict(zip(t.hosts, node_env, strict=True)) if node_env else None,
+            checkpoint_plan=t.interval, auto_micro_batch=t.auto_batch,
+            spec_changes=describe(t.spec_changes) or None, filled=t.filled or None,
+            commit=records.code_version()))
+        what = f"resumed from {t.resumed_from}" if t.resumed_from else \
+            f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
+        t.print(f"{exp.name}: {what} at step {t.state.step}/{exp.schedule.steps} (restart {t.restart}); "
+                f"{t.env.world_size} x {device}, {t.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} per step, "
+                f"{tc.batch_tokens:,} tokens/step")
+        if exp.optim.lr_scaling != "none":
+            t.print(f"lr_scaling={exp.optim.lr_scaling} from {exp.optim.base_batch_tokens:,} to {tc.batch_tokens:,} "
+                    f"tokens/step: peak lr {exp.optim.scaled_lr:.3g}, min lr {exp.optim.scaled_min_lr:.3g}")
+        for field, value in t.filled.items():
+            t.print(f"{field}={value}: filled in from model.init_from={exp.model.init_from}")
+        if t.spec_changes:
+            t.print(f"spec changed since the last start: {describe(t.spec_changes)}")
+        return None
+
     def on_stop(self, t: Any, stop: Stop) -> None:
         """The stop row, durably, and the run's summary derived from its records. (A start that failed before
         its start row leaves its error in errors.jsonl alone.)"""
@@ -90,3 +125,7 @@ def record_error(run: RunDir, e: BaseException, step: int | None) -> str:
     run.record_error(rank=int(os.environ.get("RANK", 0)), host=node_name(), step=step, error=error,
                      traceback=traceback.format_exc(limit=-8))
     return error
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
