@@ -90,7 +90,7 @@ def test_batched_scoring_matches_one_sequence_at_a_time(model, examples, hellasw
     assert result == {
         "acc": sum(p == y for (p, _), y in zip(ref_preds[:N], labels, strict=True)) / N,
         "acc_norm": sum(p == y for (_, p), y in zip(ref_preds[:N], labels, strict=True)) / N,
-        "n": N,
+        "examples": N,
     }
 
 

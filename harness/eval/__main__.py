@@ -1,17 +1,4 @@
-"""Evaluate a model outside the training loop, as one process or under torchrun.
-
-    python -m harness.eval --list                                           # the tasks
-    python -m harness.eval hellaswag_nanogpt log/gpt2-124m                  # a run: its newest valid checkpoint
-    python -m harness.eval hellaswag_nanogpt path/to/hf-gpt2 --data hellaswag_val.jsonl
-    torchrun --nproc-per-node 8 -m harness.eval hellaswag_nanogpt log/gpt2-124m/checkpoints/step_00019000
-    python -m harness.eval val-loss log/gpt2-124m --data log/data/fineweb10b --tokens 10485760
-
-TARGET is a run directory, a checkpoint directory or a HuggingFace GPT-2 directory. Rank 0 prints
-one JSON line and writes the same JSON beside the weights it evaluated (eval_TASK.json or
-eval_val_loss.json in the checkpoint or HuggingFace directory). A task scored on a checkpoint of a run
-is also recorded in the run's metrics (an `eval` row of that step, marked `later`), and the run's
-summary is rewritten.
-"""
+"""`python -m harness.eval`: evaluate a model outside the training loop (the usage is harness/eval/cli.py's)."""
 
 import argparse
 import contextlib

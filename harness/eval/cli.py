@@ -1,17 +1,30 @@
-"""The command line of harness.eval, apart from the code that runs it: harness.submit --eval checks an
-evaluation's options with it before queueing, on a login node, without torch."""
+"""Evaluate a model outside the training loop, as one process or under torchrun.
+
+    python -m harness.eval --list                                           # the tasks
+    python -m harness.eval hellaswag_nanogpt log/gpt2-124m                  # a run: its newest valid checkpoint
+    python -m harness.eval hellaswag_nanogpt path/to/hf-gpt2 --data hellaswag_val.jsonl
+    torchrun --nproc-per-node 8 -m harness.eval hellaswag_nanogpt log/gpt2-124m/checkpoints/step_00019000
+    python -m harness.eval val-loss log/gpt2-124m --data log/data/fineweb10b --tokens 10485760
+
+TARGET is a run directory, a checkpoint directory or a HuggingFace GPT-2 directory. Rank 0 prints
+one JSON line and writes the same JSON beside the weights it evaluated (eval_TASK.json or
+eval_val_loss.json in the checkpoint or HuggingFace directory). A task scored on a checkpoint of a run
+is also recorded in the run's metrics (an `eval` row of that step, marked `later`), and the run's
+summary is rewritten.
+
+This module is the command line alone, apart from the code that runs it: harness.submit --eval checks an
+evaluation's options with it before queueing, on a login node, without torch.
+"""
 
 import argparse
 
 from harness.eval import registry
 from harness.spec import EvalConfig
 
-DESCRIPTION = "Evaluate a model outside the training loop (python -m harness.eval --help for the examples)."
-
 
 def parser() -> argparse.ArgumentParser:
     tasks = [*registry.names(), *registry.ALIASES]
-    p = argparse.ArgumentParser(prog="python -m harness.eval", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="python -m harness.eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list the tasks and exit")
     sub = p.add_subparsers(dest="command", metavar=f"{{{','.join(registry.names())},val-loss}}")

@@ -173,8 +173,9 @@ class Trainer:
             if self.state.step % self.exp.log.every == 0 or self.state.step == total:
                 self.log_step(loss, norm, lr)
             stop = None
-            for c in self.components:
-                stop = stop or c.after_step(self, stop)
+            for c in self.components:  # every one sees the stop an earlier one asked for; the first ask wins
+                asked = c.after_step(self, stop)
+                stop = stop or asked
             if stop:
                 return self.end(stop)
         return self.end(Stop(step=self.state.step, reason="finished"))
