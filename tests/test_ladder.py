@@ -172,8 +172,8 @@ def test_the_shakespeare_ladder_is_a_valid_plan(capsys: pytest.CaptureFixture) -
             assert 0.15 < branch.schedule.decay_steps / branch.schedule.steps < 0.25
     ladder_plan.main([str(REPO / "experiments/ladder_shakespeare.py")])
     text = capsys.readouterr().out
-    assert "4 trunks and 20 branches train 7,474,688 tokens" in text and "--sweep-index" in text
-    assert "| L2-d64 | 100,096 | 20.1 | 512 |" in text
+    assert "4 trunks and 20 branches train 3,921,408 tokens" in text and "--sweep-index" in text
+    assert "| L2-d48 | 56,640 | 15.0 | 512 |" in text and "| L2-d16 | 6,592 | 4.9 | 256 |" in text
 
 
 def test_the_submission_checks_trunks_against_branches() -> None:
@@ -184,11 +184,11 @@ def test_the_submission_checks_trunks_against_branches() -> None:
     unlisted = dataclasses.replace(trunk, branches=trunk.branches[1:])
     unkept = dataclasses.replace(trunk, checkpoint=dataclasses.replace(trunk.checkpoint, keep_steps=[]))
     problems = branches.check_ladder([unlisted, branch]) + branches.check_ladder([unkept, branch])
-    assert problems == [f"{trunk.name}: branches: does not list {branch.run_dir}, which branches from its step 46: "
+    assert problems == [f"{trunk.name}: branches: does not list {branch.run_dir}, which branches from its step 42: "
                         "nothing would queue it",
-                        f"{trunk.name}: checkpoint.keep_steps: {branch.name} branches from step 46, which is not kept "
+                        f"{trunk.name}: checkpoint.keep_steps: {branch.name} branches from step 42, which is not kept "
                         "(add it)"]
-    orphan = dataclasses.replace(branch, branch_from="/nowhere/checkpoints/step_00000046")
+    orphan = dataclasses.replace(branch, branch_from="/nowhere/checkpoints/step_00000042")
     assert "is in no run" in branches.check_ladder([orphan])[0]
 
 
