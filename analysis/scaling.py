@@ -347,9 +347,9 @@ def underdetermined(points: pd.DataFrame) -> str | None:
 def plot(points: pd.DataFrame, f: Fit, fpt: Callable, a2: Approach2, held: pd.DataFrame | None,
          count: str) -> Figure:
     """Left: loss against compute, each size's fitted curve and the compute-optimal frontier (held-out points
-    as stars, against the held-out fit). Right: the iso-FLOP profiles of approach 2 with their vertices."""
-    fig = Figure(figsize=(13, 5.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    as stars, against the held-out fit). Right, where approach 2 found any: its iso-FLOP profiles and vertices."""
+    fig = Figure(figsize=(13, 5.2) if a2.profiles else (7.5, 5.2), layout="constrained")
+    left, right = fig.subplots(1, 2) if a2.profiles else (fig.subplots(1, 1), None)
     sizes = sorted(points["params"].unique())
     color = dict(zip(sizes, colormaps["viridis"](np.linspace(0, 0.9, len(sizes))), strict=True))
     held_n = set(held["params"]) if held is not None else set()
@@ -365,8 +365,11 @@ def plot(points: pd.DataFrame, f: Fit, fpt: Callable, a2: Approach2, held: pd.Da
     v = f.values
     left.set(xscale="log", xlabel="compute C (training FLOPs)", ylabel="final val loss",
              title=f"L = {v['E']:.3g} + {v['A']:.3g}/N^{v['alpha']:.3f} + {v['B']:.3g}/D^{v['beta']:.3f}\n"
-                   f"N: {COUNTS[count]}")
+                   f"N: {COUNTS[count]}" + ("; fitted without the largest size (stars)" if held_n else ""))
     left.legend(fontsize=8)
+    left.grid(True, which="major", alpha=0.3)
+    if right is None:  # approach 2 found no compute budget that three sizes reach: nothing to draw
+        return fig
     right.set(xscale="log", xlabel=f"N: {COUNTS[count]}", ylabel="loss at that compute",
               title="iso-FLOP profiles (approach 2)")
     shades = colormaps["plasma"](np.linspace(0, 0.85, max(1, len(a2.profiles))))
@@ -376,14 +379,8 @@ def plot(points: pd.DataFrame, f: Fit, fpt: Callable, a2: Approach2, held: pd.Da
         right.scatter(p.params, p.losses, color=shade, s=20, label=f"C={p.compute:.3g}")
         if p.n_opt is not None:
             right.scatter([p.n_opt], [p.loss_opt], color=shade, marker="x", s=80)
-    if a2.profiles:
-        right.legend(fontsize=8)
-    else:
-        right.set_axis_off()
-        right.text(0.5, 0.5, "approach 2: no compute budget\nthat three sizes reach", ha="center",
-                   transform=right.transAxes)
-    for ax in (left, right):
-        ax.grid(True, which="major", alpha=0.3)
+    right.legend(fontsize=8)
+    right.grid(True, which="major", alpha=0.3)
     return fig
 
 
@@ -515,8 +512,10 @@ def run(points: pd.DataFrame, count: str, compute: str, predict: list[tuple[floa
     held = None
     if held_out:
         small, held = holdout(points, **fit_args)
-        text += ["", fit_text(small, f"Held out: the fit without the largest size (N={points['params'].max():,.0f})"),
-                 "", "Its predictions of the largest size:", "", table(held, HELD_FORMATS)]
+        text += ["", fit_text(small, f"Held out: the fit without the largest size (N={points['params'].max():,.0f})")]
+        if warning := underdetermined(points[points["params"] < points["params"].max()]):
+            text += ["", warning]
+        text += ["", "Its predictions of the largest size:", "", table(held, HELD_FORMATS)]
         out["holdout"] = {"fit": small.to_dict(), "predictions": held.to_dict("records")}
     figure = plot(points, small if held_out else full, fpt, a2, held, count)
     return out | {"text": "\n".join(text), "figure": figure}

@@ -171,6 +171,10 @@ def dry_run(specs: list[Experiment]) -> None:
         except SpecError as e:
             problems = "\n".join(f"#   {line}" for line in str(e).splitlines())
             print(f"# ---- {spec.name}: not ready to submit:\n{problems}")
+        if spec.branch_from:
+            source, step = branches.branch_point(spec)
+            print(f"# ---- {spec.name}: a branch from step {step} of {source.path}, queued when that checkpoint is "
+                  "written (by its trunk, or by --resume --failed)")
         print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
               "that starts the job)")
         print("\n".join(sbatch_options(slurm_parameters(spec))))
