@@ -3,7 +3,9 @@ their cooldown branches trained as processes, and a straight WSD run that one br
 Also: the branch points kept for good, the lineage in the records, harness.status naming branches nothing has
 queued, the ladder's closed-form counts against the model's, its plan, and the scaling fit over its runs."""
 
+import contextlib
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from analysis import scaling
 from harness.cluster import branches
 from harness.cluster.inputs import ready
 from harness.cluster.status import run_status, table
+from harness.cluster.submit import resubmit_failed
 from harness.run_dir import RunDir, checkpoint_step
 from harness.spec import Experiment, SpecError, init_run_dir, load_experiment_file, resolve, validate
 from harness.spec.ladder import flops_per_token, params
@@ -37,6 +40,9 @@ def tiny_ladder(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     for spec in kids:
         init_run_dir(RunDir(spec.run_dir), spec)
     before = {s.name: run_status(RunDir(s.run_dir)) for s in kids}
+    resubmitted = io.StringIO()
+    with contextlib.redirect_stdout(resubmitted):  # --resume --failed: nothing is due yet, so nothing is queued
+        assert resubmit_failed([str(root / "tiny")]) == []
     # A straight WSD run of the same 13 steps and decay, from scratch: what the branch must equal.
     straight = dataclasses.replace(specs[STRAIGHT_OF], name="straight", run_dir=str(root / "straight"), branch_from="")
     init_run_dir(RunDir(straight.run_dir), straight)
@@ -51,7 +57,11 @@ def tiny_ladder(shakespeare_dir: Path, tmp_path_factory: pytest.TempPathFactory)
                                  env={"OMP_NUM_THREADS": "1"})) for s in kids]
     for run_dir, proc in second:
         finish(proc, Path(f"{run_dir}.log"))
-    return {"file": file, "root": root, "specs": specs, "straight": straight, "before": before, "between": between}
+    finished = io.StringIO()
+    with contextlib.redirect_stdout(finished):
+        assert resubmit_failed([str(root / "tiny")]) == []
+    return {"file": file, "root": root, "specs": specs, "straight": straight, "before": before, "between": between,
+            "resubmitted": resubmitted.getvalue(), "finished": finished.getvalue()}
 
 
 @pytest.mark.slow
@@ -119,6 +129,14 @@ def test_status_names_the_branches_nothing_has_queued(tiny_ladder: dict) -> None
         assert after["state"] == "FINISHED" and after["branch"] is None
     shown = table(list(between.values()))
     assert shown.count("never queued") == 4 and shown.count("NOT QUEUED") == 4
+
+
+@pytest.mark.slow
+def test_resume_failed_leaves_waiting_branches_and_finished_runs_alone(tiny_ladder: dict) -> None:
+    """`harness.submit ... --resume --failed` (its Slurm-free part) before the trunks ran, and after everything."""
+    said = tiny_ladder["resubmitted"].splitlines()  # (the trunks had no run directories yet)
+    assert len(said) == 4 and all("never queued: waits for" in line for line in said), said
+    assert tiny_ladder["finished"].count("finished: nothing to do") == 6, tiny_ladder["finished"]
 
 
 @pytest.mark.slow

@@ -292,7 +292,7 @@ def resubmit_failed(targets: list[str]) -> list[str]:
             continue
         failed = classify(run, None)
         if failed is None:
-            print(f"{name}: {run.state()}: nothing to do")
+            print(f"{name}: {records.state(run)}: nothing to do")
         elif not failed.curable:
             print(f"{name}: {failed.what}: not resubmitted; {failed.next_step}\n    ({failed.evidence[:200]})")
         else:
