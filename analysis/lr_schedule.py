@@ -33,8 +33,11 @@ def describe(spec: Experiment) -> str:
     s, o = spec.schedule, resolve(spec).optim
     scaling = "" if o.lr_scaling == "none" else \
         f" ({o.lr:g} {o.lr_scaling}-scaled from {o.base_batch_tokens:,} to {spec.train.batch_tokens:,} tokens/step)"
-    return (f"{spec.name}: peak {o.scaled_lr:.4g}{scaling}, {s.warmup} warmup, {s.decay} to {o.scaled_min_lr:.4g} "
-            f"at step {s.steps:,}")
+    decay = f"{s.decay} to {o.scaled_min_lr:.4g} at step {s.steps:,}"
+    if s.decay == "wsd":
+        decay = (f"constant to step {s.steps - s.decay_steps:,}, then {s.wsd_shape} to {o.scaled_min_lr:.4g} at step "
+                 f"{s.steps:,}" if s.decay_steps else f"constant (wsd without decay) for {s.steps:,} steps")
+    return f"{spec.name}: peak {o.scaled_lr:.4g}{scaling}, {s.warmup} warmup, {decay}"
 
 
 def plot_schedules(specs: list[Experiment], title: str) -> Figure:

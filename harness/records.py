@@ -60,6 +60,9 @@ class Start:
     spec_changes: str | None = None  # fields changed since the last start
     filled: dict | None = None  # spec fields filled in from the run's sources (e.g. model.unpadded_vocab)
     commit: str | None = None  # the git commit of the harness code ("+dirty" with local changes)
+    # A branch's first start: {"run", "step", "checkpoint"} of the run it branched from (spec branch_from), and
+    # "changes": how this spec differs from that run's.
+    branched_from: dict | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -258,6 +261,9 @@ class Summary:
     parameters: int | None
     parameters_non_embedding: int | None
     flops_per_token: float | None
+    # Training FLOPs up to the last step (flops_per_token x tokens); a branch's count from step 0, as a straight
+    # run's would, its source run's share included.
+    flops: float | None
     train_loss: float | None  # the last train row's
     val_loss: float | None  # the last val row's
     best_val_loss: float | None
@@ -273,6 +279,7 @@ class Summary:
     goodput: float | None = None  # productive / allocated device time (harness.ledger)
     commits: list[str] = field(default_factory=list)  # the code that ran, once each, in order
     ledger: dict = field(default_factory=dict)
+    branched_from: dict | None = None  # a branch: the run, step and checkpoint it started from
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -297,6 +304,7 @@ def summarize(rows: list[dict], jobs: list[dict], now: float | None = None) -> S
         parameters=first.get("parameters"),
         parameters_non_embedding=first.get("parameters_non_embedding"),
         flops_per_token=first.get("flops_per_token"),
+        flops=first["flops_per_token"] * train[-1]["tokens"] if train and first.get("flops_per_token") else None,
         train_loss=train[-1]["loss"] if train else None,
         val_loss=val[-1]["loss"] if val else None,
         best_val_loss=min(r["loss"] for r in val) if val else None,
@@ -312,6 +320,7 @@ def summarize(rows: list[dict], jobs: list[dict], now: float | None = None) -> S
         goodput=book.goodput,
         commits=list(dict.fromkeys(s["commit"] for s in starts if s.get("commit"))),
         ledger=book.to_dict(),
+        branched_from=next((s["branched_from"] for s in starts if s.get("branched_from")), None),
     )
 
 

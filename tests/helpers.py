@@ -48,6 +48,35 @@ def sweep_args(run_dir: Path, data_dir: Path, lr: str, seed: int) -> list[str]:
                       "--eval.sample_tokens", "8", "--eval.sample_prompt", SWEEP_PROMPT, steps=SWEEP_STEPS)
 
 
+# A tiny model ladder (harness.spec.ladder): 2 sizes (1 and 2 layers of 16 wide: N = 3,312 and 6,592) x budgets
+# of 0.5 and 1 tokens per parameter, at 256 tokens a step: the trunks run 10 and 21 steps, the branches 6, 13, 13 and
+# 26 (decaying over the last 20%). Checkpoints every 2 steps, keeping 2: the branch points at steps 5 and 10 survive
+# only by being kept for good. Validation on 256 tokens at the end of each branch.
+TINY_LADDER = """
+import dataclasses, runpy
+from harness.spec import CheckpointConfig, DataConfig, EvalConfig, LogConfig, TrainConfig
+from harness.spec.ladder import Ladder
+
+default = runpy.run_path({experiment!r})["spec"]
+base = dataclasses.replace(
+    default, data=DataConfig(dir={data!r}),
+    train=TrainConfig(batch_tokens=256, micro_batch=4, seq_len=64, device="cpu", stop_check_every=1),
+    eval=EvalConfig(val_every=0, val_tokens=256, tasks=[], sample_every=0),
+    checkpoint=CheckpointConfig(every=2, keep=2), log=LogConfig(every=1, wandb="disabled"))
+ladder = Ladder(name="tiny", base=base, shapes={shapes!r}, multiples=[0.5, 1], lr_ref=1e-2, n_ref=6592,
+                batch_tokens=lambda n: 256, root={root!r})
+sweep = ladder.specs()
+"""
+
+
+def write_tiny_ladder(root: Path, data_dir: Path, shapes: tuple = ((1, 2, 16), (2, 2, 16))) -> Path:
+    """The tiny ladder's experiment file in `root`, its runs under root/tiny/."""
+    file = root / "tiny_ladder.py"
+    file.write_text(TINY_LADDER.format(experiment=str(REPO / "experiments/shakespeare.py"), data=str(data_dir),
+                                       shapes=list(shapes), root=str(root)))
+    return file
+
+
 def command(module: str, *args: str, nproc: int = 0, restarts: int = 0) -> list[str]:
     """`python -m MODULE ARGS`, or with nproc, the same under a single-node torchrun."""
     if nproc:

@@ -77,3 +77,51 @@ def test_gpt2_124m_recipe() -> None:
     assert lr_at(5000, lr, sched) == pytest.approx(5.3061e-4, rel=1e-4)
     assert lr_at(715 + 18358 // 2, lr, sched) == pytest.approx(3.3e-4)  # the midpoint: (6e-4 + 6e-5) / 2
     assert lr_at(19073, lr, sched) == pytest.approx(6e-5)
+
+
+WSD = ScheduleConfig(steps=110, warmup=10, min_lr=MIN_LR, decay="wsd", decay_steps=20)  # decays over updates 90..109
+
+
+def test_wsd_holds_the_peak_then_decays_over_the_last_steps() -> None:
+    values = lrs(WSD)
+    assert values[:10] == lrs(SCHED)[:10]  # the same warmup
+    assert all(v == LR for v in values[10:90])  # the stable phase
+    for step in range(90, 110):  # linear: the first decayed update already below the peak, the last at min_lr
+        assert lr_at(step, LR, WSD) == pytest.approx(LR + (MIN_LR - LR) * (step - 89) / 20)
+    assert lr_at(109, LR, WSD) == MIN_LR and all(v == MIN_LR for v in values[110:])
+
+
+@pytest.mark.parametrize(("shape", "step", "expected"), [
+    ("cosine", 99, (LR + MIN_LR) / 2),  # progress (99 - 90 + 1) / 20 = 0.5
+    ("1-sqrt", 94, MIN_LR + (LR - MIN_LR) * 0.5),  # progress 0.25: 1 - sqrt(0.25)
+    ("1-sqrt", 109, MIN_LR),
+    ("cosine", 90, MIN_LR + 0.5 * (LR - MIN_LR) * (1 + math.cos(math.pi / 20))),
+])
+def test_wsd_shapes(shape: str, step: int, expected: float) -> None:
+    sched = ScheduleConfig(steps=110, warmup=10, min_lr=MIN_LR, decay="wsd", decay_steps=20, wsd_shape=shape)
+    assert lr_at(step, LR, sched) == pytest.approx(expected)
+    assert lr_at(89, LR, sched) == LR
+
+
+def test_wsd_without_decay_steps_keeps_the_rate() -> None:
+    trunk = ScheduleConfig(steps=110, warmup=10, min_lr=MIN_LR, decay="wsd", decay_steps=0)
+    assert lrs(trunk)[10:] == [LR] * 110  # past the last step too: a trunk can be continued
+
+
+def test_a_branch_runs_the_rates_of_a_straight_run() -> None:
+    """A constant trunk up to step S, then a WSD branch of S + K steps with decay K: every rate is the straight
+    run's (the decay depends on the distance to the end only), for any S."""
+    trunk = ScheduleConfig(steps=1000, warmup=10, min_lr=MIN_LR, decay="wsd")
+    for s in (50, 80, 300):
+        straight = ScheduleConfig(steps=s + 20, warmup=10, min_lr=MIN_LR, decay="wsd", decay_steps=20)
+        assert [lr_at(i, LR, trunk) for i in range(s)] == lrs(straight, upto=s)  # the trunk's, up to S
+        assert lrs(straight)[s:s + 20] == lrs(WSD)[90:110]  # then the same 20 decaying rates, whatever S was
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"decay": "wsd", "decay_steps": 101}, "decay_steps: must be in [0, schedule.steps - schedule.warmup = 100]"),
+    ({"decay": "cosine", "decay_steps": 5}, "decay_steps: only schedule.decay='wsd' decays over the last N steps"),
+])
+def test_wsd_settings_are_checked(fields: dict, message: str) -> None:
+    (problem,) = ScheduleConfig(steps=110, warmup=10, **fields).check()
+    assert problem.startswith(message)

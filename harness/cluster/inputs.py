@@ -5,6 +5,7 @@ only (manifest.json, a source's config.json or meta.json): no torch, so harness.
 
 import dataclasses
 
+from harness.cluster import branches
 from harness.data.manifest import DataError, load_manifest
 from harness.eval import registry
 from harness.model.sources import check_init_from, fill_from_source
@@ -24,22 +25,25 @@ def fill(exp: Experiment) -> tuple[Experiment, dict[str, object]]:
                                                                                        for k, v in model.items()}
 
 
-def check(exp: Experiment, world_size: int) -> list[str]:
-    """Problems between `exp` and its inputs, each naming the field."""
+def check(exp: Experiment, world_size: int, branch_may_wait: bool = False) -> list[str]:
+    """Problems between `exp` and its inputs, each naming the field (a branch's source checkpoint may be yet to
+    be written with `branch_may_wait`: a submission together with its trunk)."""
     errors = registry.check(exp.eval.tasks) + _check_data(exp, tokens_per_pass(exp, world_size))
+    errors += branches.check_source(exp, world_size, branch_may_wait)
     if exp.model.init_from and RunDir(exp.run_dir).newest_checkpoint_step() is None:
         # Only a fresh run reads its source: once it has a checkpoint of its own, that wins.
         errors += [f"model.{problem}" for problem in check_init_from(exp.model)]
     return errors
 
 
-def ready(exp: Experiment, world_size: int, check_inputs: bool = True) -> tuple[Experiment, dict[str, object]]:
+def ready(exp: Experiment, world_size: int, check_inputs: bool = True,
+          branch_may_wait: bool = False) -> tuple[Experiment, dict[str, object]]:
     """`exp` filled in and checked for a run on `world_size` ranks (and what was filled); raises SpecError
     naming every field at fault. Without `check_inputs`, only the spec itself (a dry run before the data is
     prepared)."""
     exp, filled = fill(exp) if check_inputs else (exp, {})
     validate(exp, world_size)
-    if check_inputs and (errors := check(exp, world_size)):
+    if check_inputs and (errors := check(exp, world_size, branch_may_wait)):
         raise SpecError("\n".join(errors))
     return exp, filled
 

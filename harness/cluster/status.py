@@ -14,9 +14,11 @@ import statistics
 import time
 
 from harness import records
+from harness.cluster import branches
 from harness.cluster.slurm import accounting_state, queue_state
 from harness.cluster.triage import classify
 from harness.run_dir import RunDir, find_runs, read_jsonl
+from harness.spec import read_spec
 
 COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "eval", "tok/s", "eta",
            "restarts", "goodput", "checkpoint", "nodes", "log"]
@@ -62,6 +64,10 @@ def run_status(run: RunDir) -> dict:
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
     failed = classify(run, queue, rows)
+    # A branch that nothing queued yet (its trunk has not written its checkpoint, died first, or ran outside Slurm).
+    branch = branches.explain(run, read_spec(run)) if spec.get("branch_from") and not job else None
+    if branch:
+        state = "NOT QUEUED"
     latest = starts[-1]["restart"] if starts else None
     train = [r for r in rows if r["kind"] == "train" and r["restart"] == latest]
     straggler = sustained_straggler(train, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
@@ -90,6 +96,7 @@ def run_status(run: RunDir) -> dict:
         "log": job.get("log"),
         "error": error,
         "failure": failed.to_dict() if failed else None,
+        "branch": branch,
     }
 
 
@@ -126,6 +133,7 @@ def table(statuses: list[dict]) -> str:
             lines.append(f"{s['name'].ljust(name_w)}  {f['what'].ljust(what_w)}  next: {f['next']}")
             lines.append(f"{'':{name_w}}  {f['evidence'][:200]}")
     lines += [f"{s['name']}: {s['error']}" for s in statuses if s["error"] and not s["failure"]]
+    lines += [f"{s['name']}: {s['branch']}" for s in statuses if s["branch"]]
     return "\n".join(lines)
 
 

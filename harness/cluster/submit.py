@@ -23,7 +23,7 @@ from pathlib import Path
 import simple_parsing
 
 from harness import records
-from harness.cluster import inputs
+from harness.cluster import branches, inputs
 from harness.cluster.job import TorchrunJob, node_script, rendezvous_port, torchrun_command
 from harness.cluster.nodes import table
 from harness.cluster.slurm import head_node, job_fields, queue_state, queued_job, slurm_time
@@ -120,7 +120,8 @@ def make_job(spec: Experiment) -> TorchrunJob:
 
 
 def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
-    """Create or check each run directory, then submit one job (or one array for a sweep)."""
+    """Create or check each run directory, then submit one job (or one array for a sweep). A branch whose
+    checkpoint is not written yet gets its run directory only: its trunk queues it when it writes it."""
     runs = [RunDir(spec.run_dir) for spec in specs]
     for spec, run in zip(specs, runs, strict=True):
         if (job := queued_job(run)) is not None:
@@ -129,6 +130,17 @@ def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
         if run.checkpoint_dirs():
             print(f"{run.path}: continuing the existing run from its checkpoints"
                   + (f" (changed: {describe(changes)})" if changes else ""))
+    ready = []
+    for spec, run in zip(specs, runs, strict=True):
+        if branches.pending(run, spec) == "waiting":
+            source, step = branches.branch_point(spec)
+            print(f"{spec.name}: a branch from step {step} of {source.path}: queued when that checkpoint is written "
+                  f"(run dir {run.path})")
+        else:
+            ready.append((spec, run))
+    specs, runs = [s for s, _ in ready], [r for _, r in ready]
+    if not specs:
+        return []
     # A sweep's array shares one submitit folder beside its runs.
     folder = runs[0].slurm if len(specs) == 1 else runs[0].path.parent / runs[0].slurm.name
     executor = make_executor(specs[0], folder)
@@ -159,6 +171,10 @@ def dry_run(specs: list[Experiment]) -> None:
         except SpecError as e:
             problems = "\n".join(f"#   {line}" for line in str(e).splitlines())
             print(f"# ---- {spec.name}: not ready to submit:\n{problems}")
+        if spec.branch_from:
+            source, step = branches.branch_point(spec)
+            print(f"# ---- {spec.name}: a branch from step {step} of {source.path}, queued when that checkpoint is "
+                  "written (by its trunk, or by --resume --failed)")
         print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
               "that starts the job)")
         print("\n".join(sbatch_options(slurm_parameters(spec))))
@@ -268,6 +284,12 @@ def resubmit_failed(targets: list[str]) -> list[str]:
         if job := queued_job(run):
             print(f"{name}: job {job} is already queued or running: skipped")
             continue
+        spec = read_spec(run)
+        if (branch := branches.pending(run, spec)) is not None:  # a branch its trunk never queued
+            print(f"{name}: {branches.explain(run, spec)}" if branch == "waiting" else
+                  f"{name}: a branch never queued, and its checkpoint is written: submitting")
+            submitted += submit([spec]) if branch == "due" else []
+            continue
         failed = classify(run, None)
         if failed is None:
             print(f"{name}: {records.state(run)}: nothing to do")
@@ -330,8 +352,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SpecError("--local runs one spec; pick one with --sweep-index N")
         if args.local:  # one node: this machine
             specs = [simple_parsing.replace(specs[0], {"cluster.nodes": 1})]
-        # A dry run shows the job even before the data is prepared.
-        specs = [inputs.ready(spec, spec.cluster.world_size, check_inputs=not args.dry_run)[0] for spec in specs]
+        # A dry run shows the job even before the data is prepared; a branch's checkpoint may be yet to be written.
+        specs = [inputs.ready(spec, spec.cluster.world_size, check_inputs=not args.dry_run, branch_may_wait=True)[0]
+                 for spec in specs]
+        branches.require(specs)
         run_dirs = [Path(s.run_dir).resolve() for s in specs]
         if len(set(run_dirs)) < len(run_dirs):
             raise SpecError("run_dir: the runs of a sweep need distinct run directories (do not override run_dir)")

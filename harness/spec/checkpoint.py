@@ -1,6 +1,6 @@
 """When checkpoints are written and how many are kept."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from harness.spec.section import Section
@@ -19,6 +19,7 @@ class CheckpointConfig(Section):
     cost_prior_s: float = 10.0  # "auto": a save's blocking cost (seconds) assumed until one was measured
     keep: int = 2  # keep the newest K; at least 2, since the newest may be unusable if a node dies mid-save
     permanent_every: int = 0  # also keep every checkpoint whose step is a multiple of N forever (0: none)
+    keep_steps: list[int] = field(default_factory=list)  # also save at these steps, kept for good (branch points)
     async_save: bool = False  # copy state to CPU, write it in the background; training waits only for the copy
 
     def check(self) -> list[str]:
@@ -30,4 +31,5 @@ class CheckpointConfig(Section):
             (self.cost_prior_s <= 0, f"cost_prior_s: must be positive, got {self.cost_prior_s}"),
             (self.keep < 2, f"keep: must be >= 2 (the newest may be unusable), got {self.keep}"),
             (self.permanent_every < 0, f"permanent_every: must be >= 0, got {self.permanent_every}"),
+            (any(s <= 0 for s in self.keep_steps), f"keep_steps: must be positive steps, got {self.keep_steps}"),
         ] if bad]

@@ -11,7 +11,9 @@ This package imports no torch: a login node reads, checks and submits specs in a
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from harness.run_dir import STEP_DIR
 from harness.spec.checkpoint import CheckpointConfig
 from harness.spec.cluster import ClusterConfig
 from harness.spec.data import DataConfig
@@ -30,6 +32,13 @@ class Experiment(Section):
     name: str = "experiment"  # run name: the Slurm job name and the default run directory log/<name>
     run_dir: str = ""  # checkpoints, metrics and logs (empty: log/<name>)
     seed: int = 1337  # seeds initialisation, data order and samples
+    # Start from this checkpoint of another run (RUN_DIR/checkpoints/step_XXXXXXXX) with everything an exact
+    # resume needs (weights, optimizer, data position, random streams, step), then follow this spec's
+    # schedule: a cooldown branch of a constant-rate trunk (a fresh run only; its own checkpoints win).
+    branch_from: str = ""
+    # Run directories of the runs that branch from this one's checkpoints: under Slurm each is queued when
+    # the checkpoint it starts from is written (keep those steps in checkpoint.keep_steps).
+    branches: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -43,13 +52,30 @@ class Experiment(Section):
     def check(self) -> list[str]:
         """Problems with the run's own fields (its components check theirs)."""
         ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) is not None
-        return [] if ok else [f"name: {self.name!r} must be letters, digits, '.', '_' or '-' (it names the job "
-                              "and the run directory)"]
+        step = self.branch_step()
+        return [msg for bad, msg in [
+            (not ok, f"name: {self.name!r} must be letters, digits, '.', '_' or '-' (it names the job and the run "
+                     "directory)"),
+            (bool(self.branch_from) and step is None,
+             f"branch_from: {self.branch_from!r} is not a checkpoint directory (RUN_DIR/checkpoints/step_XXXXXXXX)"),
+            (step is not None and step >= self.schedule.steps,
+             f"branch_from: {self.branch_from} is at or past this run's last step (schedule.steps="
+             f"{self.schedule.steps}): nothing would be left to train"),
+            (bool(self.branch_from and self.model.init_from),
+             "branch_from: a run starts from one source: branch_from (weights, optimizer, data position) or "
+             f"model.init_from (weights only), not both (model.init_from={self.model.init_from!r})"),
+        ] if bad]
+
+    def branch_step(self) -> int | None:
+        """The step that branch_from starts at (None: no branch_from, or not a checkpoint directory)."""
+        found = STEP_DIR.match(Path(self.branch_from).name) if self.branch_from else None
+        return int(found.group(1)) if found else None
 
 
 # Fields whose change makes a checkpoint meaningless for the new spec (the data itself is checked
 # through the reader state's dataset fingerprint, as are world size and batch shape).
-RESUME_BREAKING = ("model.", "train.seq_len", "seed", "data.dir", "data.shuffle")
+# A branch's own checkpoints descend from its branch_from: another source makes them meaningless too.
+RESUME_BREAKING = ("model.", "train.seq_len", "seed", "data.dir", "data.shuffle", "branch_from")
 
 # Fields that resolve() derives from others: a difference in them is a difference in what they come
 # from, so comparisons of specs (analysis.compare's groups, the report's "differs in") leave them out.

@@ -55,12 +55,16 @@ class OptimConfig(Section):
 
 @dataclass
 class ScheduleConfig(Section):
-    """Linear warmup, then decay to min_lr by the last step."""
+    """Linear warmup, then decay to min_lr by the last step; or warmup-stable-decay ("wsd"): the peak rate
+    until the last `decay_steps` steps, which decay to min_lr (Hägele et al. 2024: such a cooldown matches
+    cosine, and a constant-rate run can be cooled down from any of its checkpoints; see `branch_from`)."""
 
     steps: int = 19073  # optimizer steps in the whole run
     warmup: int = 715  # steps of linear warmup from lr/warmup to lr
     min_lr: float = 6e-5  # learning rate at the end of the decay (GPT-3: a tenth of the peak)
-    decay: Literal["cosine", "linear", "constant"] = "cosine"  # shape of the decay after warmup
+    decay: Literal["cosine", "linear", "constant", "wsd"] = "cosine"  # shape of the decay after warmup
+    decay_steps: int = 0  # "wsd": the last N steps decay to min_lr (0: the rate stays constant after warmup)
+    wsd_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"  # "wsd": the decay's shape (1-sqrt: Hägele et al.)
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field (min_lr is checked against optim.lr by the spec)."""
@@ -68,6 +72,11 @@ class ScheduleConfig(Section):
             (self.steps <= 0, f"steps: must be positive, got {self.steps}"),
             (not 0 <= self.warmup < max(self.steps, 1),
              f"warmup: must be in [0, schedule.steps={self.steps}), got {self.warmup}"),
+            (not 0 <= self.decay_steps <= max(self.steps - self.warmup, 0),
+             f"decay_steps: must be in [0, schedule.steps - schedule.warmup = {self.steps - self.warmup}], got "
+             f"{self.decay_steps}"),
+            (self.decay != "wsd" and self.decay_steps != 0,
+             f"decay_steps: only schedule.decay='wsd' decays over the last N steps (decay={self.decay!r})"),
         ] if bad]
 
 
@@ -76,9 +85,27 @@ def lr_at(step: int, lr: float, sched: ScheduleConfig, min_lr: float | None = No
     min_lr = sched.min_lr if min_lr is None else min_lr
     if step < sched.warmup:
         return lr * (step + 1) / sched.warmup
+    if sched.decay == "wsd":
+        return _wsd(step, lr, sched, min_lr)
     if sched.decay == "constant" or step >= sched.steps:
         return lr if sched.decay == "constant" else min_lr
     progress = (step - sched.warmup) / max(1, sched.steps - sched.warmup)
     if sched.decay == "linear":
         return lr + (min_lr - lr) * progress
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def _wsd(step: int, lr: float, sched: ScheduleConfig, min_lr: float) -> float:
+    """Warmup-stable-decay after the warmup: the peak until the last `decay_steps` updates, whose rates fall
+    to min_lr, the last update's being min_lr itself (so all K of them decay, none repeats the peak). The
+    rate of an update depends on how far it is from the end, not on the run's length before that: a run
+    branched at step S with decay K runs exactly the rates of a straight run of S + K steps."""
+    start = sched.steps - sched.decay_steps
+    if sched.decay_steps == 0 or step < start:
+        return lr
+    progress = min(1.0, (step - start + 1) / sched.decay_steps)
+    if sched.wsd_shape == "linear":
+        return min_lr + (lr - min_lr) * (1.0 - progress)  # (min_lr exactly at the end)
+    if sched.wsd_shape == "cosine":
+        return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    return min_lr + (lr - min_lr) * (1.0 - math.sqrt(progress))  # "1-sqrt" (Hägele et al. 2024)

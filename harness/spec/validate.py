@@ -41,6 +41,8 @@ def validate(exp: Experiment, world_size: int) -> None:
                   for name, value, want in zip(("scaled_lr", "scaled_min_lr"), (o.scaled_lr, o.scaled_min_lr),
                                                o.scaled(s.min_lr, t.batch_tokens) or (None, None), strict=True)
                   if value is not None and value != want],
+        "checkpoint": [f"keep_steps: step {k} is past the last step (schedule.steps={s.steps})"
+                       for k in exp.checkpoint.keep_steps if k > s.steps],
         "eval": [] if not e.val_every or per_pass <= 0 or (e.val_tokens > 0 and e.val_tokens % per_pass == 0) else [
             f"val_tokens: {e.val_tokens:,} must be a positive multiple of {what} = {per_pass:,}"],
     }

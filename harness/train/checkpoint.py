@@ -29,7 +29,7 @@ from harness.distributed import DistEnv, any_rank, barrier
 from harness.model.io import load_file
 from harness.model.sources import CheckpointError, CheckpointLayoutError, newest_that_loads, read_meta
 from harness.run_dir import list_checkpoints, step_dir
-from harness.spec import CheckpointConfig
+from harness.spec import CheckpointConfig, Experiment, SpecError, breaking_changes, describe, diff, from_dict
 
 
 def _save_file(obj: object, path: Path) -> int:
@@ -104,8 +104,13 @@ class Checkpointer:
         return step_dir(self.root, step)
 
     def due(self, step: int) -> bool:
-        """A save by step count (the time-based ones are decided by `interval`)."""
-        return self.cfg.every != "auto" and self.cfg.every > 0 and step % self.cfg.every == 0
+        """A save by step count (the time-based ones are decided by `interval`), or at a step to keep."""
+        return (self.cfg.every != "auto" and self.cfg.every > 0 and step % self.cfg.every == 0) or self.kept(step)
+
+    def kept(self, step: int) -> bool:
+        """Whether the checkpoint of `step` is kept for good: every permanent_every-th, and the keep_steps
+        (where branches start: keep-last-K must never remove one before its branch has started)."""
+        return bool(self.cfg.permanent_every and step % self.cfg.permanent_every == 0) or step in self.cfg.keep_steps
 
     def save(self, step: int, model_state: dict | None, optim_state: dict | None, rank_state: dict,
              meta: dict) -> None:
@@ -120,7 +125,7 @@ class Checkpointer:
         if self.env.is_main:
             files |= {"model.pt": model_state, "optim.pt": optim_state}
         meta = dict(meta, step=step, world_size=self.env.world_size, time=time.time(),
-                    permanent=bool(self.cfg.permanent_every and step % self.cfg.permanent_every == 0))
+                    permanent=self.kept(step))
         errors: list[BaseException] = []
         if self.cfg.async_save:
             # Training continues once the state is on the CPU; the write finishes in the background.
@@ -234,3 +239,45 @@ def load_latest(root: Path, rank: int, world_size: int, reshard: bool = False) -
     return newest_that_loads(root, lambda path: load(path, rank, world_size, reshard))
 
 
+
+
+
+def starting_point(exp: Experiment, root: Path, rank: int, world_size: int
+                   ) -> tuple[Path, dict, dict, dict | None] | None:
+    """What a start restores: the newest checkpoint under `root` (the run's own) that loads, else, at a branch's
+    first start, the checkpoint of another run it branches from (spec branch_from). Returns its path, what the
+    rank needs of it, how the spec differs from the checkpoint's ({"optim.lr": (old, new)}), and for a branch its
+    lineage (the run, step and checkpoint it starts from, and those differences); None: a fresh start. Raises
+    SpecError when the differences make the checkpoint meaningless for this spec."""
+    found = load_latest(root, rank, world_size, exp.data.reshard)
+    branch = found is None and bool(exp.branch_from)
+    if branch:
+        found = load_branch_point(Path(exp.branch_from), rank, world_size, exp.data.reshard)
+    if found is None:
+        return None
+    path, ckpt = found
+    # What changed since this checkpoint was written: harness.submit may already have rewritten the run's spec
+    # file, so only the checkpoint's copy can tell.
+    changes = diff(from_dict(ckpt["meta"]["spec"], str(path)), exp)
+    lineage = None
+    if branch:  # the source is another run: its differences are the branch's lineage
+        changes.pop("branch_from", None)
+        lineage = {"run": str(path.parent.parent), "step": ckpt["meta"]["step"], "checkpoint": str(path),
+                   "changes": describe(changes) or None}
+    if breaking := breaking_changes(changes):
+        what = f"branch_from: {path}" if branch else str(path)
+        fix = "a branch continues its source exactly, so they must agree" if branch else \
+            "use another run_dir to start a new run"
+        raise SpecError(f"{what} was written by a different spec: {describe(breaking)}; {fix}")
+    return path, ckpt, changes, lineage
+
+
+def load_branch_point(path: Path, rank: int, world_size: int, reshard: bool = False) -> tuple[Path, dict]:
+    """What a rank needs to start a branch from `path`, a checkpoint of another run (spec field branch_from);
+    raises SpecError naming the field when it cannot be used (a layout error stays the user's decision)."""
+    try:
+        return path, load(path, rank, world_size, reshard)
+    except CheckpointLayoutError:
+        raise
+    except (CheckpointError, OSError) as e:
+        raise SpecError(f"branch_from: {e}") from None

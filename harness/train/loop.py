@@ -4,10 +4,11 @@
     torchrun --nproc-per-node 8 -m harness.train experiments/fineweb_10b.py
     python -m harness.train log/fineweb_10b            # continue a run from its directory
 
-On start the trainer resumes from the newest valid checkpoint in the run directory by itself. What
-happens around a step is done by components (harness/train/component.py), in this order: the records,
-node health (preflight, stragglers), evaluation, and the save policy, which also decides, with all ranks
-together, to stop on SIGUSR2/SIGTERM (preemption, time limit, requeue) after saving one checkpoint.
+On start the trainer resumes from the newest valid checkpoint in the run directory by itself (a branch's
+first start: from the checkpoint of another run it names in `branch_from`). What happens around a step is
+done by components (harness/train/component.py), in this order: the records, node health (preflight,
+stragglers), evaluation, the queueing of this run's branches, and the save policy, which also decides, with
+all ranks together, to stop on SIGUSR2/SIGTERM (preemption, time limit, requeue) after saving one checkpoint.
 """
 
 import contextlib
@@ -36,10 +37,6 @@ from harness.run_dir import RunDir, read_jsonl
 from harness.spec import (
     Experiment,
     SpecError,
-    breaking_changes,
-    describe,
-    diff,
-    from_dict,
     init_run_dir,
     lr_at,
     parse_cli,
@@ -48,7 +45,14 @@ from harness.spec import (
     to_dict,
 )
 from harness.train.auto_batch import resolve_micro_batch
-from harness.train.checkpoint import Checkpointer, TrainState, load_latest, rng_state, set_rng_state
+from harness.train.branching import Branches
+from harness.train.checkpoint import (
+    Checkpointer,
+    TrainState,
+    rng_state,
+    set_rng_state,
+    starting_point,
+)
 from harness.train.evaluate import Evaluators
 from harness.train.node_health import NodeHealth
 from harness.train.nonfinite import NonFiniteError, NonFiniteRule, refuse_to_replay
@@ -89,8 +93,10 @@ class Trainer:
         self.health = NodeHealth(exp.cluster, self.hosts, self.train_data.files)
         self.components = [self.recorder, self.nonfinite, self.health,
                            Evaluators(exp.eval, val_data, self.precision, tc.batch_tokens, exp.seed),
+                           Branches(exp.branches, env.is_main),
                            SavePolicy(self.checkpointer, tc.stop_check_every, signals, self.interval)]
         self.state = TrainState()
+        self.branched: dict | None = None  # a branch's first start: the run, step and checkpoint it started from
         self.resumed_from = self.restore()
         if self.resumed_from:
             refuse_to_replay(self.last_stop, spec_hash(exp), self.run_dir, self.resumed_from)
@@ -110,24 +116,24 @@ class Trainer:
     # ------------------------------------------------------------------ state <-> checkpoint
 
     def restore(self) -> Path | None:
-        """checkpoint -> state: the newest checkpoint that loads, into the model, the optimizer, this rank's
-        reader and random streams, and the components. Returns its path (None: a fresh start)."""
-        found = load_latest(self.run_dir.checkpoints, self.env.rank, self.env.world_size, self.exp.data.reshard)
+        """checkpoint -> state: the newest checkpoint of this run that loads (or, at a branch's first start, the
+        checkpoint of another run it branches from) into the model, the optimizer, this rank's reader and random
+        streams, and the components (a branch's start afresh). Returns its path (None: a fresh start)."""
+        exp = self.exp
+        found = starting_point(exp, self.run_dir.checkpoints, self.env.rank, self.env.world_size)
         if found is None:
-            if self.exp.model.init_from:  # a finetune's first start: only the weights; optimizer and data afresh
+            if exp.model.init_from:  # a finetune's first start: only the weights; optimizer and data afresh
                 load_pretrained(self.model)
             return None
-        path, ckpt = found
-        # What changed since this checkpoint was written: harness.submit may already have rewritten the run's
-        # spec file, so only the checkpoint's copy can tell the start row what changed.
-        self.spec_changes = diff(from_dict(ckpt["meta"]["spec"], str(path)), self.exp)
-        if breaking := breaking_changes(self.spec_changes):
-            raise SpecError(f"{path} was written by a different spec: {describe(breaking)}; use another run_dir to "
-                            "start a new run")
+        path, ckpt, changes, self.branched = found
+        if self.branched is None:
+            self.spec_changes = changes
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optim"])
         self.state = TrainState.from_checkpoint(ckpt)
-        self.train_data.load_state_dict(self.state.reader, reshard=self.exp.data.reshard)
+        if self.branched:
+            self.state.components = {}  # the source run's records and wandb run are its own
+        self.train_data.load_state_dict(self.state.reader, reshard=exp.data.reshard)
         set_rng_state(self.state.rng, self.device)
         for c in self.components:
             c.load_state_dict(self.state.components.get(type(c).__name__, {}))

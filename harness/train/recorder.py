@@ -79,8 +79,9 @@ class Recorder(Component):
             node_env=dict(zip(t.hosts, node_env, strict=True)) if node_env else None,
             checkpoint_plan=t.interval, auto_micro_batch=t.auto_batch,
             spec_changes=describe(t.spec_changes) or None, filled=t.filled or None,
-            commit=records.code_version()))
-        what = f"resumed from {t.resumed_from}" if t.resumed_from else \
+            commit=records.code_version(), branched_from=t.branched))
+        what = f"branched from {t.resumed_from}" if t.branched else \
+            f"resumed from {t.resumed_from}" if t.resumed_from else \
             f"starting from {exp.model.init_from}" if exp.model.init_from else "starting from scratch"
         t.print(f"{exp.name}: {what} at step {t.state.step}/{exp.schedule.steps} (restart {t.restart}); "
                 f"{t.env.world_size} x {device}, {t.accum} micro-steps of {tc.micro_batch}x{tc.seq_len} per step, "
@@ -90,6 +91,8 @@ class Recorder(Component):
                     f"tokens/step: peak lr {exp.optim.scaled_lr:.3g}, min lr {exp.optim.scaled_min_lr:.3g}")
         for field, value in t.filled.items():
             t.print(f"{field}={value}: filled in from model.init_from={exp.model.init_from}")
+        if t.branched and t.branched["changes"]:
+            t.print(f"the branch differs from {t.branched['run']} in: {t.branched['changes']}")
         if t.spec_changes:
             t.print(f"spec changed since the last start: {describe(t.spec_changes)}")
         return None
