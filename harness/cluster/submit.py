@@ -292,7 +292,7 @@ def parser() -> argparse.ArgumentParser:
                           "failure a resubmission cures; list the others with the change they need")
     own.add_argument("--allow-changes", action="store_true",
                      help="resubmit an existing run dir whose spec differs in fields that keep checkpoints valid")
-    own.add_argument("--eval", choices=[*registry.names(), *registry.ALIASES, "val-loss"], metavar="TASK|val-loss",
+    own.add_argument("--eval", choices=[*registry.names(), *registry.SUITES, "val-loss"], metavar="TASK|suite|val-loss",
                      help="submit an evaluation of TARGET (a run, checkpoint or HuggingFace GPT-2 directory); "
                           "harness.eval's options and --cluster.field overrides follow")
     own.add_argument("--preflight", action="store_true",
