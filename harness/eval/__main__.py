@@ -17,6 +17,7 @@ that step, marked `later`), and the run's summary is rewritten.
 
 import argparse
 import contextlib
+import fcntl
 import json
 import sys
 import time
@@ -96,15 +97,19 @@ def record_in_run(checkpoint: Path, result: dict) -> None:
     batch = starts[-1]["batch_tokens"] if starts and starts[-1].get("batch_tokens") else run.spec_dict()["train"][
         "batch_tokens"]
     step = int(result["step"])
-    out = JsonlAppender(run.metrics)
-    try:
-        for fields in eval_rows(result):
-            out.write(records.as_dict(records.Eval(step=step, tokens=step * batch, **fields, later=True),
-                                      restart=max(0, len(starts) - 1)))
-        out.sync()
-    finally:
-        out.close()
-    records.refresh_summary(run)
+    # The tasks of a job array (--every-checkpoint) finish at about the same time: one at a time appends its rows
+    # and rewrites the summary from all of them, so that no summary misses another's rows.
+    with open(run.metrics, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = JsonlAppender(run.metrics)
+        try:
+            for fields in eval_rows(result):
+                out.write(records.as_dict(records.Eval(step=step, tokens=step * batch, **fields, later=True),
+                                          restart=max(0, len(starts) - 1)))
+            out.sync()
+        finally:
+            out.close()
+        records.refresh_summary(run)
 
 
 COMMANDS = {"suite": suite_command, "val-loss": val_loss_command}

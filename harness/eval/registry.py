@@ -29,6 +29,22 @@ TASKS: dict[str, tuple[str, str]] = {  # name -> (the module that scores it, wha
 # A name for several tasks at once: `eval.tasks=["suite"]`, `harness.eval suite`, `harness.submit --eval suite`.
 SUITES = {"suite": ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "openbookqa", "sciq", "boolq",
                     "copa", "social_iqa")}
+# What scoring a task costs: its examples, and the model-input tokens per example over all its choices (measured
+# on the validation split at a 1024-token context), for the estimate harness.submit prints.
+SIZE = {"hellaswag_nanogpt": (10_042, 327), "hellaswag": (10_042, 313), "arc_easy": (570, 124),
+        "arc_challenge": (299, 145), "piqa": (1_838, 71), "winogrande": (1_267, 42), "openbookqa": (500, 58),
+        "sciq": (1_000, 435), "boolq": (3_270, 272), "copa": (100, 29), "social_iqa": (1_954, 94)}
+# Scoring runs short, padded forward passes: assume half the MFU of a training step when turning FLOPs into time.
+EVAL_MFU_RATIO = 0.5
+
+
+def cost(tasks: list[str], limit: int, every: int, batch_tokens: int) -> dict:
+    """What evaluating `tasks` (first `limit` examples each; 0: all) every `every` steps costs against training:
+    forward tokens per evaluation, their share of the training FLOPs between evaluations (a forward pass is a
+    third of a training step's FLOPs per token), and of the training time at EVAL_MFU_RATIO of its MFU."""
+    tokens = sum(min(limit or n, n) * per for n, per in (SIZE[t] for t in expand(tasks) if t in SIZE))
+    share = tokens / (3 * every * batch_tokens) if every else 0.0
+    return {"tokens": tokens, "flops_share": share, "time_share": share / EVAL_MFU_RATIO}
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class Evaluators(Component):
         if due(cfg.tasks_every):
             for name, (task, examples) in self.tasks.items():
                 t0 = time.time()
-                result = task.score(t.model, examples, t.env, self.precision, 8)
+                result = task.score(t.model, examples, t.env, self.precision, cfg.tasks_batch)
                 t.recorder.write(Eval(step=step, tokens=step * self.batch_tokens, task=name, **result,
                                       seconds=round(time.time() - t0, 3)))
                 norm = f" acc_norm {result['acc_norm']:.4f}" if result.get("acc_norm") is not None else ""
