@@ -169,3 +169,21 @@ def test_unknown_tasks_and_the_old_alias(eval_data):
     with pytest.raises(SystemExit):
         parser().parse_args(["suite", "x", "--tasks", "piqa,nope"])
     assert parser().parse_args(["suite", "x", "--tasks", "suite,piqa"]).tasks == list(SUITE)
+
+
+@pytest.mark.slow
+def test_in_the_loop_one_row_per_task_per_evaluation_and_export_at_the_end(shakespeare_dir, eval_data, tmp_path):
+    from tests.helpers import train_args
+
+    run = tmp_path / "run"
+    harness("harness.train", *train_args(run, shakespeare_dir, "--eval.tasks", "suite", "--eval.tasks_every", "4",
+                                         "--eval.tasks_limit", "2", "--eval.tasks_data", str(eval_data),
+                                         "--log.export_hf", "true", steps=4), env={"OMP_NUM_THREADS": "1"})
+    rows = [json.loads(line) for line in RunDir(run).metrics.read_text().splitlines()]
+    evals = [(r["step"], r["task"], r["examples"]) for r in rows if r["kind"] == "eval"]
+    assert evals == [(step, name, 2) for step in (0, 4) for name in SUITE]
+    status = json.loads(harness("harness.status", str(run), "--json").stdout)
+    assert status["eval"] == pytest.approx(sum(e["headline"] for e in status["evals"].values()) / len(SUITE))
+    assert {e["step"] for e in status["evals"].values()} == {4}
+    config = json.loads((RunDir(run).hf / "config.json").read_text())  # log.export_hf
+    assert config["model_type"] == "gpt2" and config["vocab_size"] == VOCAB_SIZE
