@@ -187,3 +187,9 @@ def test_in_the_loop_one_row_per_task_per_evaluation_and_export_at_the_end(shake
     assert {e["step"] for e in status["evals"].values()} == {4}
     config = json.loads((RunDir(run).hf / "config.json").read_text())  # log.export_hf
     assert config["model_type"] == "gpt2" and config["vocab_size"] == VOCAB_SIZE
+
+
+def test_hellaswag_nanogpt_reads_the_prepared_directory_too(eval_data, hellaswag):
+    from harness.eval.hellaswag import load_examples
+
+    assert load_examples(str(eval_data), 30) == load_examples(str(hellaswag), 30)
