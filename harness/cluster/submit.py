@@ -164,12 +164,12 @@ def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
         run.record_job(job_id=job.job_id, via="submitit", log=log, nodes=spec.cluster.nodes,
                        gpus_per_node=spec.cluster.gpus_per_node)
         ids.append(job.job_id)
-        if cost := eval_cost(spec):
-            print(f"  {cost}")
         print(f"submitted {spec.name}: job {job.job_id}\n"
               f"  run dir : {spec.run_dir}\n  log     : {log}\n"
               f"  watch   : squeue -j {job.job_id.split('_')[0]}    python -m harness.status {spec.run_dir}\n"
               f"  tail    : tail -f {log}")
+        if cost := eval_cost(spec):
+            print(f"  {cost}")
     return ids
 
 
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
             return dry_run_eval(jobs) if args.dry_run else submit_eval(jobs)
         if args.after or args.every_checkpoint:
             raise SpecError("--after and --every-checkpoint go with --eval (a training submission takes --eval-after)")
-        if args.eval_after and args.eval_after not in (*registry.names(), *registry.SUITES, "val-loss"):
+        if args.eval_after and args.eval_after not in (*registry.names(), *registry.SUITES):
             raise SpecError(f"--eval-after: unknown task {args.eval_after!r} (python -m harness.eval --list)")
         if args.preflight:  # an experiment is optional: its data, backend and thresholds
             specs = parse_command(argv, PROG, front, multiple=True)[0] if args.target else [
