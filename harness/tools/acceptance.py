@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from harness import distributed
+from harness import distributed, records
 from harness.atomic import write_text
 from harness.run_dir import RunDir
 
@@ -234,7 +234,7 @@ def train(args: list[str], log: Path, kill_at_step: int = 0) -> int:
                                 stderr=subprocess.STDOUT, start_new_session=True)
     run = RunDir(args[args.index("--run_dir") + 1])
     while kill_at_step and proc.poll() is None:
-        steps = [r["step"] for r in run.metrics_rows() if r["kind"] == "train"]
+        steps = [r["step"] for r in records.read(run) if r["kind"] == "train"]
         if steps and steps[-1] >= kill_at_step and run.checkpoint_dirs():
             os.killpg(proc.pid, signal.SIGKILL)
             break
@@ -263,8 +263,8 @@ def train_kill_resume(work: Path, data: Path, size: Size, on_gpu: bool) -> dict:
         if rc != 0:
             raise RuntimeError(f"the resumed harness.train failed (exit {rc}):\n"
                                f"{(work / 'killed.log').read_text()[-3000:]}")
-        a = {r["step"]: r["loss"] for r in RunDir(straight).metrics_rows() if r["kind"] == "train"}
-        rows = RunDir(killed).metrics_rows()
+        a = {r["step"]: r["loss"] for r in records.read(RunDir(straight)) if r["kind"] == "train"}
+        rows = records.read(RunDir(killed))
         resumed = {r["step"]: r["loss"] for r in rows if r["kind"] == "train" and r["restart"] == 1}
         start = [r for r in rows if r["kind"] == "start"][-1]
         diffs = [abs(a[s] - resumed[s]) for s in resumed]
