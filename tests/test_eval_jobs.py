@@ -7,6 +7,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from harness import records
 from harness.run_dir import JsonlAppender, RunDir, step_dir
 from tests.helpers import rows
@@ -22,6 +24,7 @@ def add_eval_row(run_dir: Path, step: int, task: str) -> None:
     out.close()
 
 
+@pytest.mark.slow  # its own call takes seconds, but it needs the session's trained run
 def test_eval_after_a_job_and_every_checkpoint_dry_run(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
