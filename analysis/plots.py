@@ -32,6 +32,8 @@ VAL_LOSS_REFERENCES = {
 # Published figures drawn beside a task's curve. hellaswag_nanogpt: acc_norm, completion-style scoring on all
 # 10,042 validation rows (harness/eval/hellaswag.py).
 TASK_REFERENCES = {
+    # hellaswag: lm-evaluation-harness's scoring (harness/eval/tasks/hellaswag.py) of OpenAI's GPT-2 124M, acc_norm.
+    "hellaswag": [("OpenAI GPT-2 124M, lm-eval (0.3114)", 0.3114), ("chance, 4 endings (0.25)", 0.25)],
     "hellaswag_nanogpt": [
         ("GPT-3 Small 125M (0.337)", 0.337),
         ("OpenAI GPT-2 124M (0.2955)", 0.2955),
@@ -199,33 +201,55 @@ def style_lr_axes(ax: Axes) -> None:
 
 def plot_evals(runs: list[Run], x: str) -> Figure | None:
     """One panel per eval task that some run scored: its headline figure (acc_norm where the task has one,
-    else acc) against `x`, with the published reference figures where the task has them."""
+    else acc) against `x`, with the published reference figures where the task has them; then the eval average
+    (the unweighted mean of the headline figures, as the summary's eval_average) of runs that scored several."""
     tasks = list(dict.fromkeys(t for r in runs for t in r.tasks()))
     if not tasks:
         return None
+    averages = {r.label: df for r in runs if not (df := positive_x(r.eval_average(), x, True)).empty}
     color = colors([r.label for r in runs])
-    fig, axes = new_figure(rows=len(tasks), sharex=False)
-    for ax, task in zip(axes, tasks, strict=True):
-        metric, top = "acc", 0.0
-        for r in runs:
-            df = positive_x(r.curve(f"eval/{task}"), x, True)
-            if df.empty:
-                continue
-            metric = "acc_norm" if "acc_norm" in df and df["acc_norm"].notna().any() else "acc"
-            n = int(df["examples"].iloc[-1]) if "examples" in df else None
-            ax.plot(df[x], df[metric], color=color[r.label], marker="o", ms=4, lw=1.5,
-                    label=f"{r.label} (n={n:,})" if n else r.label)
-            top = max(top, float(df[metric].max()))
-        references = TASK_REFERENCES.get(task, [])
-        for (label, value), style in zip(references, ("-.", "--", ":"), strict=False):
-            ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+    panels = len(tasks) + bool(averages)
+    cols = 1 if panels < 3 else 2
+    fig = Figure(figsize=(FIGSIZE[0] * (1 + (cols > 1) * 0.6), FIGSIZE[1] * 0.7 * -(-panels // cols) + 1),
+                 layout="constrained")
+    axes = list(fig.subplots(-(-panels // cols), cols, squeeze=False).flat)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    for ax, task in zip(axes, tasks, strict=False):
+        eval_panel(ax, runs, task, x, color)
+    if averages:
+        ax = axes[len(tasks)]
+        for label, df in averages.items():
+            ax.plot(df[x], df["average"], color=color[label], marker="o", ms=4, lw=1.5, label=label)
         set_x(ax, x, log=True)
-        if references:
-            ax.set_ylim(min(v for _, v in references) - 0.03, max(top, *(v for _, v in references)) + 0.03)
-        ax.set_ylabel(f"{task} {metric}")
-        ax.set_title(f"{task} ({metric})")
+        ax.set_title("eval average (unweighted mean of acc_norm, else acc)")
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     return fig
+
+
+def eval_panel(ax: Axes, runs: list[Run], task: str, x: str, color: dict[str, tuple]) -> None:
+    """One task's headline figure against `x`, per run, with its reference lines."""
+    metric, top = "acc", 0.0
+    for r in runs:
+        df = positive_x(r.curve(f"eval/{task}"), x, True)
+        if df.empty:
+            continue
+        metric = "acc_norm" if "acc_norm" in df and df["acc_norm"].notna().any() else "acc"
+        n = int(df["examples"].iloc[-1]) if "examples" in df else None
+        ax.plot(df[x], df[metric], color=color[r.label], marker="o", ms=4, lw=1.5,
+                label=f"{r.label} (n={n:,})" if n else r.label)
+        top = max(top, float(df[metric].max()))
+    references = TASK_REFERENCES.get(task, [])
+    for (label, value), style in zip(references, ("-.", "--", ":"), strict=False):
+        ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+    set_x(ax, x, log=True)
+    if references:
+        ax.set_ylim(min(v for _, v in references) - 0.03, max(top, *(v for _, v in references)) + 0.03)
+    ax.grid(True, alpha=0.3)
+    ax.set_ylabel(f"{task} {metric}")
+    ax.set_title(f"{task} ({metric})")
+    ax.legend(fontsize=8, loc="upper left")
 
 
 LEDGER_COLORS = {"productive": "tab:green", "startup": "tab:blue", "eval": "tab:cyan", "checkpoint": "tab:purple",

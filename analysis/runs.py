@@ -54,6 +54,20 @@ class Run:
         evals = self.rows("eval")
         return list(dict.fromkeys(evals["task"])) if not evals.empty else []
 
+    def eval_average(self) -> pd.DataFrame:
+        """The run's eval average (records.headline's figure, unweighted over tasks) at each step where every task
+        it scored was scored: x columns and "average"; empty with fewer than two tasks."""
+        tasks = self.tasks()
+        if len(tasks) < 2:
+            return pd.DataFrame()
+        curves = [self.curve(f"eval/{t}") for t in tasks]
+        steps = set.intersection(*(set(c["step"]) for c in curves))
+        heads = [c.set_index("step").apply(records.headline, axis=1).rename(t) for c, t in zip(curves, tasks,
+                                                                                              strict=True)]
+        df = pd.concat(heads, axis=1).loc[sorted(steps)]
+        x = curves[0].set_index("step").loc[sorted(steps)].drop(columns=["acc", "acc_norm", "task"], errors="ignore")
+        return x.assign(average=df.mean(axis=1)).reset_index()
+
     def curve(self, kind: str) -> pd.DataFrame:
         """One row per step of `kind` (train, val, or "eval/TASK"), sorted by step.
 

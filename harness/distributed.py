@@ -102,6 +102,12 @@ def all_reduce_mean(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t
 
 
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    if env.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def any_rank(flag: bool, env: DistEnv) -> bool:
     """True on every rank if it is true on any rank: the ranks agree before acting on a local event."""
     return any_ranks([flag], env)[0]

@@ -104,6 +104,7 @@ class Val:
     loss: float
     val_tokens: int
     seconds: float
+    bpb: float | None = None  # bits per byte of the same tokens (<|endoftext|> left out): tokenizer-independent
 
 
 @dataclass
@@ -267,8 +268,9 @@ class Summary:
     train_loss: float | None  # the last train row's
     val_loss: float | None  # the last val row's
     best_val_loss: float | None
+    val_bpb: float | None = None  # the last val row's bits per byte
     evals: dict[str, dict] = field(default_factory=dict)  # task -> {step, examples, acc, acc_norm, headline}
-    eval_average: float | None = None  # the unweighted mean of the tasks' headline figures
+    eval_average: float | None = None  # the unweighted mean of the tasks' headline figures (acc_norm, else acc)
     tokens_per_s: float | None = None  # the median of the last 20 train rows
     mfu: float | None = None  # ... likewise
     restarts: int = 0
@@ -308,6 +310,7 @@ def summarize(rows: list[dict], jobs: list[dict], now: float | None = None) -> S
         train_loss=train[-1]["loss"] if train else None,
         val_loss=val[-1]["loss"] if val else None,
         best_val_loss=min(r["loss"] for r in val) if val else None,
+        val_bpb=val[-1].get("bpb") if val else None,
         evals=evals,
         eval_average=statistics.fmean(e["headline"] for e in evals.values()) if evals else None,
         tokens_per_s=statistics.median(r["tokens_per_s"] for r in recent) if recent else None,

@@ -10,6 +10,7 @@
       wandb_id        the wandb run that every restart continues
       checkpoints/    step_XXXXXXXX/ directories (harness.train.checkpoint owns what is inside them)
       slurm/          submitit's folder: the job's pickles and logs; eval-slurm/ for --eval jobs
+      hf/             the final model as a HuggingFace directory (log.export_hf)
 
 Every JSONL file here is read by `read_jsonl`, which skips a cut-short line (left by exactly the
 crash whose story the file tells) with one warning per file, and appended to by `JsonlAppender`,
@@ -165,6 +166,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.slurm = self.path / "slurm"  # submitit's folder for training jobs
         self.eval_slurm = self.path / "eval-slurm"  # and for evaluations submitted with --eval
+        self.hf = self.path / "hf"  # the final model exported for transformers (log.export_hf)
         self._wandb_id = self.path / "wandb_id"
 
     def __repr__(self) -> str:

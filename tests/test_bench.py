@@ -61,12 +61,12 @@ def test_hellaswag_bench() -> None:
     positive(out, "examples_per_s", "seconds")
 
 
-def test_gpu_acceptance_command_in_cpu_mode(shakespeare_dir: Path, tmp_path: Path) -> None:
+def test_gpu_acceptance_command_in_cpu_mode(shakespeare_dir: Path, eval_data: Path, tmp_path: Path) -> None:
     """The acceptance command's CPU mode: every check it makes on a GPU, with a tiny model, so that
     the command cannot rot between the sessions that have a GPU."""
     out = tmp_path / "gpu.json"
     proc = harness("harness.bench", "gpu", "--cpu", "--data", str(shakespeare_dir), "--hellaswag",
-                   str(hellaswag_dir()), "--out", str(out))
+                   str(hellaswag_dir()), "--eval-data", str(eval_data), "--out", str(out))
     result = json.loads(out.read_text())
     assert json.loads(proc.stdout.splitlines()[0]) == result
     assert result["mode"] == "cpu (tiny model)" and result["problems"] == [] and "PASS" in proc.stdout
@@ -82,6 +82,8 @@ def test_gpu_acceptance_command_in_cpu_mode(shakespeare_dir: Path, tmp_path: Pat
     assert result["auto_micro_batch"]["chosen"] == 8  # the CPU fallback
     hs = result["hellaswag"]
     assert hs["examples"] == 16 and 0 <= hs["acc_norm"] <= 1 and hs["seconds"] > 0
+    suite = result["suite"]
+    assert suite["examples"] == 40 and len(suite["tasks"]) == 10 and suite["export_agrees"] is True
 
 
 def test_prepare_bench_pairs_harness_with_the_reference() -> None:

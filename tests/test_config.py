@@ -289,6 +289,15 @@ def test_a_version_1_spec_reads_through_the_migration(spec: Experiment) -> None:
         assert config.EvalConfig(hellaswag_every=0).tasks == []
 
 
+def test_a_version_2_spec_keeps_build_nanogpts_hellaswag(spec: Experiment) -> None:
+    """In version 2, "hellaswag" named build-nanogpt's HellaSwag; from version 3 it is lm-eval's."""
+    d = json.loads(config.to_json(spec)) | {"spec_version": 2}
+    d["eval"] = {k: v for k, v in d["eval"].items() if k != "tasks_batch"} | {"tasks": ["hellaswag", "piqa"]}
+    assert config.from_json(json.dumps(d)).eval.tasks == ["hellaswag_nanogpt", "piqa"]
+    d = json.loads(config.to_json(change(spec, **{"eval.tasks": ["hellaswag"]})))
+    assert d["spec_version"] == 3 and config.from_json(json.dumps(d)).eval.tasks == ["hellaswag"]
+
+
 def test_from_json_names_an_unknown_key(spec: Experiment) -> None:
     d = json.loads(config.to_json(spec))
     d["optim"]["bogus"] = 1

@@ -50,7 +50,7 @@ def eval_cli(*args: str, ranks: int = 1) -> dict:
 def one_process(trained, hellaswag):
     """HellaSwag on the run directory as one process: the printed JSON and the file it wrote."""
     _, run_dir = trained
-    result = eval_cli("hellaswag", str(run_dir), "--data", str(hellaswag), "--limit", str(LIMIT))
+    result = eval_cli("hellaswag_nanogpt", str(run_dir), "--data", str(hellaswag), "--limit", str(LIMIT))
     return result, json.loads((step_dir(RunDir(run_dir).checkpoints, 40) / "eval_hellaswag_nanogpt.json").read_text())
 
 
@@ -84,7 +84,7 @@ def test_torchrun_two_ranks_match_one_process(one_process, trained, hellaswag):
 
 
 def test_hellaswag_on_a_huggingface_dir(hf_dir, hellaswag):
-    result = eval_cli("hellaswag", str(hf_dir), "--data", str(hellaswag), "--limit", "16", "--batch", "3")
+    result = eval_cli("hellaswag_nanogpt", str(hf_dir), "--data", str(hellaswag), "--limit", "16", "--batch", "3")
     assert result["model"] == "huggingface" and result["step"] is None and result["path"] == str(hf_dir)
     assert json.loads((hf_dir / "eval_hellaswag_nanogpt.json").read_text()) == result
     model, _ = load_model(hf_dir)
@@ -116,6 +116,6 @@ def test_val_loss_on_a_huggingface_dir(hf_dir, trained):
 
 def test_bad_data_is_a_clear_error(hf_dir, tmp_path):
     missing = tmp_path / "hellaswag_val.jsonl"
-    proc = harness("harness.eval", "hellaswag", str(hf_dir), "--data", str(missing), check=False)
+    proc = harness("harness.eval", "hellaswag_nanogpt", str(hf_dir), "--data", str(missing), check=False)
     assert proc.returncode == 1 and f"error: {missing}: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -52,9 +52,9 @@ def reference(reference_run: Path) -> dict[int, float]:
 def test_evaluation_goes_through_slurm_too(reference_run: Path) -> None:
     from tests.hellaswag_data import hellaswag_dir
 
-    out = harness_submit("--eval", "hellaswag", str(reference_run), "--data", str(hellaswag_dir()), "--limit", "8",
-                         "--cluster.gpus_per_node", "0", "--cluster.procs_per_node", "2", "--cluster.time_min", "30",
-                         "--cluster.signal_lead_s", "60").stdout
+    out = harness_submit("--eval", "hellaswag_nanogpt", str(reference_run), "--data", str(hellaswag_dir()), "--limit",
+                         "8", "--cluster.gpus_per_node", "0", "--cluster.procs_per_node", "2", "--cluster.time_min",
+                         "30", "--cluster.signal_lead_s", "60").stdout
     job = re.search(r"job (\d+)", out).group(1)
     result = step_dir(RunDir(reference_run).checkpoints, STEPS) / "eval_hellaswag_nanogpt.json"
     wait_until("the evaluation", lambda: result.exists() and not queued(job), logs=reference_run / "eval-slurm")

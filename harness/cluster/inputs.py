@@ -4,8 +4,11 @@ only (manifest.json, a source's config.json or meta.json): no torch, so harness.
 """
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 from harness.cluster import branches
+from harness.data.eval_data import DEFAULT_DIR, eval_manifest
 from harness.data.manifest import DataError, load_manifest
 from harness.eval import registry
 from harness.model.sources import check_init_from, fill_from_source
@@ -30,6 +33,13 @@ def check(exp: Experiment, world_size: int, branch_may_wait: bool = False) -> li
     be written with `branch_may_wait`: a submission together with its trunk)."""
     errors = registry.check(exp.eval.tasks) + _check_data(exp, tokens_per_pass(exp, world_size))
     errors += branches.check_source(exp, world_size, branch_may_wait)
+    if exp.log.export_hf and not all(importlib.util.find_spec(m) for m in ("transformers", "blobfile")):
+        errors.append("log.export_hf: needs transformers and blobfile (pip install -e '.[export]')")
+    if exp.eval.tasks_every and set(registry.SUITES["suite"]) & set(registry.expand(exp.eval.tasks)):
+        try:  # the suite's data, prepared by harness.prepare eval (hellaswag_nanogpt checks its own at start-up)
+            eval_manifest(Path(exp.eval.tasks_data) if exp.eval.tasks_data else DEFAULT_DIR)
+        except DataError as e:
+            errors.append(f"eval.tasks_data: {e}")
     if exp.model.init_from and RunDir(exp.run_dir).newest_checkpoint_step() is None:
         # Only a fresh run reads its source: once it has a checkpoint of its own, that wins.
         errors += [f"model.{problem}" for problem in check_init_from(exp.model)]

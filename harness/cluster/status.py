@@ -20,7 +20,7 @@ from harness.cluster.triage import classify
 from harness.run_dir import RunDir, find_runs, read_jsonl
 from harness.spec import read_spec
 
-COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "eval", "tok/s", "eta",
+COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "eval_avg", "tok/s", "eta",
            "restarts", "goodput", "checkpoint", "nodes", "log"]
 STRAGGLER_ROWS = 5  # a straggler is sustained when it is the slowest host in this many train rows in a row
 STRAGGLER_SHOWN = 1.5  # ... by at least this ratio (or the run's cluster.straggler_ratio, if set)

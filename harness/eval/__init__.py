@@ -1,5 +1,6 @@
-"""Evaluation: validation loss, and the benchmarks of the task registry (registry.py), in the training loop
-and standalone (`python -m harness.eval`)."""
+"""Evaluation: validation loss and bits per byte, the benchmarks of the task registry (registry.py: the zero-shot
+suite scored as lm-evaluation-harness scores it, and build-nanogpt's HellaSwag), in the training loop and
+standalone (`python -m harness.eval`)."""
 
 from harness.spec import EvalConfig
 

@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import fcntl
 import json
 import sys
 import time
@@ -17,14 +18,15 @@ from harness.data.reader import ShardedTokenReader
 from harness.eval import registry
 from harness.eval.cli import parser
 from harness.eval.hellaswag import HellaSwagDataError
-from harness.eval.val_loss import val_loss
+from harness.eval.suite import average, score_tasks, table, val_bpb
+from harness.eval.val_loss import val_scores
 from harness.model.gpt import autocast
 from harness.model.io import load_model
-from harness.model.sources import CheckpointError
+from harness.model.sources import CheckpointError, read_meta
 from harness.run_dir import JsonlAppender, RunDir
 
 
-def task_command(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
+def task_command(model: torch.nn.Module, info: dict, args: argparse.Namespace, env: distributed.DistEnv,
                  precision: contextlib.AbstractContextManager) -> dict:
     task = registry.get(args.command)
     t0 = time.time()
@@ -35,7 +37,17 @@ def task_command(model: torch.nn.Module, args: argparse.Namespace, env: distribu
             "examples_per_s": round(result["examples"] / max(seconds, 1e-9), 2), "data": args.data}
 
 
-def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: distributed.DistEnv,
+def suite_command(model: torch.nn.Module, info: dict, args: argparse.Namespace, env: distributed.DistEnv,
+                  precision: contextlib.AbstractContextManager) -> dict:
+    t0 = time.time()
+    tasks = score_tasks(model, args.tasks, args.data, args.limit, env, precision, args.batch)
+    spec = read_meta(Path(info["path"]))["spec"] if info["source"] == "checkpoint" else None
+    val = val_bpb(model, spec, args.bpb_tokens, env, precision)
+    return {"task": "suite", "tasks": tasks, "average": average(tasks), "val": val, "data": args.data,
+            "limit": args.limit, "seconds": round(time.time() - t0, 3)}
+
+
+def val_loss_command(model: torch.nn.Module, info: dict, args: argparse.Namespace, env: distributed.DistEnv,
                      precision: contextlib.AbstractContextManager) -> dict:
     seq_len = args.seq_len or min(model.config.block_size, 1024)
     reader = ShardedTokenReader(args.data, "val", batch_size=args.batch, seq_len=seq_len, rank=env.rank,
@@ -47,13 +59,20 @@ def val_loss_command(model: torch.nn.Module, args: argparse.Namespace, env: dist
         raise ValueError(f"{args.data}: the val split ({reader.epoch_tokens:,} tokens) is smaller than one step "
                          f"of {reader.tokens_per_step:,} tokens; lower --batch or --seq-len")
     t0 = time.time()
-    loss = val_loss(model, reader, tokens, env, precision)
-    return {"val_loss": loss, "tokens": tokens, "batch": args.batch, "seq_len": seq_len,
-            "seconds": round(time.time() - t0, 3), "data": str(args.data)}
+    scores = val_scores(model, reader, tokens, env, precision)
+    return {"val_loss": scores["loss"], "bpb": scores["bpb"], "tokens": tokens, "batch": args.batch,
+            "seq_len": seq_len, "seconds": round(time.time() - t0, 3), "data": str(args.data)}
+
+
+def eval_rows(result: dict) -> list[dict]:
+    """A task's result, or each task of a suite's, as the fields of an `eval` row."""
+    tasks = result["tasks"] if result["task"] == "suite" else {result["task"]: result}
+    return [{"task": name, "examples": t["examples"], "acc": t["acc"], "acc_norm": t.get("acc_norm"),
+             "seconds": t["seconds"]} for name, t in tasks.items()]
 
 
 def record_in_run(checkpoint: Path, result: dict) -> None:
-    """A task scored on a checkpoint of a run: an `eval` row of that step in the run's records (marked
+    """Tasks scored on a checkpoint of a run: an `eval` row each, of that step, in the run's records (marked
     `later`), and the run's summary rewritten from them."""
     run = RunDir(checkpoint.parent.parent)
     if not run.exists() or run.checkpoints != checkpoint.parent:
@@ -63,15 +82,35 @@ def record_in_run(checkpoint: Path, result: dict) -> None:
     batch = starts[-1]["batch_tokens"] if starts and starts[-1].get("batch_tokens") else run.spec_dict()["train"][
         "batch_tokens"]
     step = int(result["step"])
-    row = records.Eval(step=step, tokens=step * batch, task=result["task"], examples=result["examples"],
-                       acc=result["acc"], acc_norm=result.get("acc_norm"), seconds=result["seconds"], later=True)
-    out = JsonlAppender(run.metrics)
-    try:
-        out.write(records.as_dict(row, restart=max(0, len(starts) - 1)))
-        out.sync()
-    finally:
-        out.close()
-    records.refresh_summary(run)
+    # The tasks of a job array (--every-checkpoint) finish at about the same time: one at a time appends its rows
+    # and rewrites the summary from all of them, so that no summary misses another's rows.
+    with open(run.metrics, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = JsonlAppender(run.metrics)
+        try:
+            for fields in eval_rows(result):
+                out.write(records.as_dict(records.Eval(step=step, tokens=step * batch, **fields, later=True),
+                                          restart=max(0, len(starts) - 1)))
+            out.sync()
+        finally:
+            out.close()
+        records.refresh_summary(run)
+
+
+COMMANDS = {"suite": suite_command, "val-loss": val_loss_command}
+
+
+def publish(result: dict, info: dict, args: argparse.Namespace) -> None:
+    """Rank 0: print the result, write it beside the weights (and --json), record it in the run."""
+    if args.command == "suite":
+        print(table(result["tasks"], result["val"]), flush=True)
+        if args.json:
+            write_text(Path(args.json), json.dumps(result["tasks"], indent=1) + "\n")
+    print(json.dumps(result), flush=True)
+    name = "eval_val_loss.json" if args.command == "val-loss" else f"eval_{result['task']}.json"
+    write_text(Path(info["path"]) / name, json.dumps(result, indent=1) + "\n")
+    if args.command != "val-loss" and info["source"] == "checkpoint":
+        record_in_run(Path(info["path"]), result)
 
 
 @record  # under torchrun, the first failing rank's traceback heads the job's error report
@@ -80,26 +119,23 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.list:
         for name, (_, what) in registry.TASKS.items():
             print(f"{name:20s} {what}")
+        for name, tasks in registry.SUITES.items():
+            print(f"{name:20s} the zero-shot suite: {', '.join(tasks)}")
         return None
     if not args.command:
-        parser().error("name a task (--list) or val-loss")
-    is_task = args.command != "val-loss"
+        parser().error("name a task (--list), suite or val-loss")
     env = distributed.setup(args.device)
     precision = autocast(env.device, args.dtype)
     try:
         model, info = load_model(args.target, env.device)
-        result = (task_command if is_task else val_loss_command)(model, args, env, precision)
+        result = COMMANDS.get(args.command, task_command)(model, info, args, env, precision)
     except (CheckpointError, DataError, HellaSwagDataError, FileNotFoundError, ValueError) as e:
         # Every rank meets the same bad input, so none is left waiting in a collective.
         sys.exit(f"error: {e}")
     result |= {"target": str(args.target), "step": info["step"], "model": info["source"], "path": info["path"],
                "world_size": env.world_size}
     if env.is_main:
-        print(json.dumps(result), flush=True)
-        name = f"eval_{result['task']}.json" if is_task else "eval_val_loss.json"
-        write_text(Path(info["path"]) / name, json.dumps(result, indent=1) + "\n")
-        if is_task and info["source"] == "checkpoint":
-            record_in_run(Path(info["path"]), result)
+        publish(result, info, args)
     del model
     distributed.teardown(env)
     return result

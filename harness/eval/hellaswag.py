@@ -13,8 +13,8 @@ loses tokens from the left of the context: the ending is what is scored, and the
 matter most. Only with a context window shorter than an ending (HellaSwag's longest is 96 tokens,
 with contexts up to 114) does the ending lose its own first tokens, which are then not scored.
 
-The data comes from the original `hellaswag_val.jsonl`, a `datasets.save_to_disk` directory, or a
-cached download of the former.
+The data comes from the original `hellaswag_val.jsonl`, a `datasets.save_to_disk` directory, the eval
+data directory that `python -m harness.prepare eval` writes (the same rows), or a cached download of the first.
 """
 
 import contextlib
@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from harness.atomic import replacing
+from harness.data.eval_data import read_rows
 from harness.data.sources import json_lines
 from harness.data.tokenizer import gpt2_encoding
 from harness.distributed import DistEnv, on_main
@@ -83,6 +84,8 @@ def load_examples(path: str | None, limit: int = 0) -> list[dict]:
     if limit < 0:
         raise ValueError(f"hellaswag limit must be >= 0, got {limit}")
     p = Path(path) if path else download()
+    if (p / "manifest.json").is_file():  # the suite's prepared eval data: its hellaswag.jsonl
+        return [_example(row, p / "hellaswag.jsonl", i) for i, row in enumerate(read_rows(p, "hellaswag", limit), 1)]
     if p.is_dir():
         return _read_saved(p, limit)
     if p.is_file():

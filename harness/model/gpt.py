@@ -82,8 +82,9 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """The last hidden states (after ln_f), before the head: scoring that needs the logits of a few
+        positions only (harness.eval.choice) applies the head to those alone."""
         T = idx.size(1)
         if self.config.block_size < T:
             raise ValueError(f"sequence of {T} tokens is longer than model.block_size={self.config.block_size}")
@@ -91,7 +92,11 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self.lm_head(self.hidden(idx))
         if self.config.unpadded_vocab < self.config.vocab_size and self.config.unpadded_vocab:
             # The padded rows share the tied embedding, so no weight can make their logits small for every
             # hidden state (a zero row still scores 0, e^0 each in the softmax; GPT-2's head has no bias).

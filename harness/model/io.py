@@ -1,5 +1,5 @@
 """Model weights in and out, in one place: checkpoints of this harness and HuggingFace GPT-2 directories,
-through one state-dict adapter (`from_hf`, HuggingFace's names and layouts -> this GPT's).
+through one state-dict adapter each way (`from_hf`: HuggingFace's names and layouts -> this GPT's; `to_hf`: back).
 
 `load_model` gives a model to evaluate or sample from; `load_pretrained` fills a fresh run's model from
 `model.init_from` (nanoGPT's `init_from`, the finetuning step: only the weights come over, the
@@ -62,6 +62,28 @@ def from_hf(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[name if name == "lm_head.weight" else f"transformer.{name}"] = w
     if "lm_head.weight" not in out and "transformer.wte.weight" in out:
         out["lm_head.weight"] = out["transformer.wte.weight"]  # tied to the embedding: often not saved
+    return out
+
+
+def to_hf(model: GPT, vocab: int) -> dict[str, torch.Tensor]:
+    """`model`'s weights under HuggingFace GPT2LMHeadModel's names and layouts: the first `vocab` rows of the
+    embedding (a padded table's extra rows predict no token), zero biases where the model has none (the same
+    function), contiguous fp32 copies (safetensors stores each tensor once; the tied head is not saved)."""
+    out = {}
+    for name, w in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        w = w.detach().float()
+        if name == "transformer.wte.weight":
+            w = w[:vocab]
+        if name.endswith(_CONV1D):
+            w = w.t()
+        out[name] = w.contiguous().clone()
+    if not model.config.bias:
+        biases = {name.removesuffix("weight") + "bias": torch.zeros(w.shape[-1] if name.endswith(_CONV1D) else
+                                                                    w.shape[0])
+                  for name, w in out.items() if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight", *_CONV1D))}
+        out |= biases
     return out
 
 

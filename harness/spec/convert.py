@@ -21,7 +21,7 @@ from harness.spec.eval import migrate_hellaswag
 from harness.spec.experiment import RESUME_BREAKING, Experiment
 from harness.spec.section import SpecError
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 
 
 def _v1_to_v2(d: dict) -> dict:
@@ -31,7 +31,16 @@ def _v1_to_v2(d: dict) -> dict:
     return d | {"eval": ev | migrate_hellaswag(old)}
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}  # version -> the next version's form
+def _v2_to_v3(d: dict) -> dict:
+    """Version 2: the task name "hellaswag" meant build-nanogpt's HellaSwag (an alias of hellaswag_nanogpt); from
+    version 3 it is lm-evaluation-harness's, so a version-2 spec keeps what it scored under its own name."""
+    ev = dict(d.get("eval", {}))
+    if "tasks" in ev:
+        ev["tasks"] = ["hellaswag_nanogpt" if t == "hellaswag" else t for t in ev["tasks"]]
+    return {**d, "eval": ev}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}  # version -> the next version's form
 
 
 @functools.cache

@@ -17,6 +17,7 @@ class EvalConfig(Section):
     tasks_every: int = 250  # the tasks every N steps, and at the end
     tasks_limit: int = 0  # only the first N examples of each task (0: all)
     tasks_data: str = ""  # where the tasks' data is (empty: each task's default; see harness.eval --list)
+    tasks_batch: int = 8  # examples per forward pass when scoring tasks (a GPU takes many more)
     sample_every: int = 250  # a text sample from rank 0 every N steps
     sample_prompt: str = "Hello, I'm a language model,"  # where samples start
     sample_tokens: int = 64  # tokens per sample
@@ -43,6 +44,7 @@ class EvalConfig(Section):
         by harness.cluster.inputs, which knows it)."""
         names = ("val_every", "tasks_every", "tasks_limit", "sample_every", "sample_tokens")
         negative = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in names if getattr(self, n) < 0]
+        negative += [f"tasks_batch: must be >= 1, got {self.tasks_batch}"] if self.tasks_batch < 1 else []
         repeated = [f"tasks: {t!r} is listed twice" for t in dict.fromkeys(self.tasks) if self.tasks.count(t) > 1]
         return negative + repeated
 

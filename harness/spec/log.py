@@ -14,6 +14,7 @@ class LogConfig(Section):
     wandb: Literal["offline", "online", "disabled"] = "offline"  # wandb mode (WANDB_MODE overrides it)
     wandb_project: str = "harness"  # wandb project
     wandb_entity: str = ""  # wandb team or user (empty: your default)
+    export_hf: bool = False  # when training finishes, export the final model to RUN_DIR/hf (harness.export)
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field."""

@@ -1,7 +1,7 @@
 """The GPU acceptance command: first contact with a GPU machine, one command that passes or says what
 is wrong.
 
-    python -m harness.bench gpu [--hellaswag DATA] [--data DIR] [--out FILE.json]
+    python -m harness.bench gpu [--hellaswag DATA] [--eval-data DIR] [--data DIR] [--out FILE.json]
     python -m harness.bench gpu --cpu     # the same checks, a tiny model on the CPU (the tests run it)
 
 On one H100, with no network, in about 8 minutes:
@@ -13,7 +13,9 @@ On one H100, with no network, in about 8 minutes:
      resumed losses equal the straight run's bit for bit (deterministic kernels), else the largest
      difference;
   4. what micro_batch="auto" chooses for the 124M recipe (2**19 tokens per step), and its peak memory;
-  5. HellaSwag on 1,000 examples of the data passed by path, with the time taken;
+  5. HellaSwag on 1,000 examples of the data passed by path, with the time taken; the zero-shot suite (every
+     task's full validation split, as lm-eval scores it) on the straight run's model, with examples/s, and the
+     same on its HuggingFace export (harness.export), which must score exactly the same;
   6. one table, and one JSON file with every figure.
 It exits 1 if a check fails (the table says which); the throughput target is reported, not enforced.
 """
@@ -37,7 +39,7 @@ from harness.atomic import write_text
 from harness.run_dir import RunDir
 
 TARGET_TOKENS_PER_S = 500_000  # GPT-2 124M on one H100 (~43% MFU); llm.c's public figure is ~468K
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # harness/tools/acceptance.py -> the repository
 
 
 @dataclass
@@ -53,10 +55,11 @@ class Size:
     checkpoint_every: int
     compile_train: bool
     hellaswag_limit: int
+    suite_limit: int  # examples of each task of the zero-shot suite (0: all)
 
 
-GPU = Size(dict(preset="gpt2"), 1024, (64, 32, 16), 20, 16, 30, 10, True, 1000)
-CPU = Size(dict(preset=None, n_layer=2, n_head=2, n_embd=64, block_size=64), 64, (4,), 2, 8, 12, 4, False, 16)
+GPU = Size(dict(preset="gpt2"), 1024, (64, 32, 16), 20, 16, 30, 10, True, 1000, 0)
+CPU = Size(dict(preset=None, n_layer=2, n_head=2, n_embd=64, block_size=64), 64, (4,), 2, 8, 12, 4, False, 16, 4)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -83,6 +86,10 @@ def run(args: argparse.Namespace) -> dict:
             out["hellaswag"] = hellaswag(work / "straight", args.hellaswag, size.hellaswag_limit, device)
         else:
             out["hellaswag"] = {"skipped": "no --hellaswag DATA given"}
+        out["suite"] = suite(work, args.eval_data, size.suite_limit, device) if args.eval_data else {
+            "skipped": "no --eval-data DIR given"}
+        if out["suite"].get("export_agrees") is False:
+            problems.append("the export scores the suite differently from the run it came from")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["problems"] = problems
@@ -308,6 +315,35 @@ def hellaswag(run_dir: Path, data: str, limit: int, device: torch.device) -> dic
                      "model": f"the straight run's step {info['step']}"}
 
 
+def suite(work: Path, data: str, limit: int, device: torch.device) -> dict:
+    """The zero-shot suite on the straight run's model, timed; then on its HuggingFace export, which must agree."""
+    import importlib.util
+
+    from harness.eval.registry import SUITES
+    from harness.eval.suite import average, score_tasks
+    from harness.model.gpt import autocast
+    from harness.model.io import load_model
+
+    env = distributed.DistEnv(0, 0, 1, device, None)
+    model, info = load_model(work / "straight", device)
+    t0 = time.time()
+    tasks = score_tasks(model, list(SUITES["suite"]), data, limit, env, autocast(device, "auto"), 64)
+    seconds = time.time() - t0
+    n = sum(t["examples"] for t in tasks.values())
+    out = {"examples": n, "seconds": round(seconds, 2), "examples_per_s": round(n / seconds, 1),
+           "average": average(tasks), "tasks": {k: v["headline"] for k, v in tasks.items()},
+           "model": f"the straight run's step {info['step']}"}
+    if importlib.util.find_spec("transformers") and importlib.util.find_spec("blobfile"):
+        from harness.tools.export import export
+
+        export(work / "straight", work / "hf")
+        again = score_tasks(load_model(work / "hf", device)[0], list(tasks), data, limit, env,
+                            autocast(device, "auto"), 64)
+        out["export_agrees"] = all(again[k]["acc"] == v["acc"] and again[k]["acc_norm"] == v["acc_norm"]
+                                   for k, v in tasks.items())
+    return out
+
+
 # ----------------------------------------------------------------------------- 6. the report
 
 
@@ -335,6 +371,11 @@ def table(out: dict) -> str:
     lines.append(("micro_batch=auto", f"{auto['chosen']}{probe}"))
     lines.append(("HellaSwag", hs.get("skipped") or f"{hs['examples']} examples in {hs['seconds']} s "
                                                      f"({hs['examples_per_s']}/s), acc_norm {hs['acc_norm']:.4f}"))
+    su = out["suite"]
+    agrees = {True: ", its export the same", False: ", its export DIFFERS", None: ""}[su.get("export_agrees")]
+    lines.append(("zero-shot suite", su.get("skipped") or f"{su['examples']} examples in {su['seconds']} s "
+                                                           f"({su['examples_per_s']}/s), average {su['average']:.4f}"
+                                                           f"{agrees}"))
     lines.append(("verdict", "PASS" if not out["problems"] else "FAIL: " + "; ".join(out["problems"])))
     lines.append(("took", f"{out['seconds']} s"))
     width = max(len(k) for k, _ in lines)

@@ -6,7 +6,7 @@
     python -m harness.bench tokenize [--workers N]     # tokenizer tokens/s per worker
     python -m harness.bench checkpoint --preset gpt2   # save/load seconds, time training is blocked
     python -m harness.bench hellaswag --data DIR --limit 500
-    python -m harness.bench gpu [--hellaswag DATA] [--cpu]   # the GPU acceptance command (harness/tools/acceptance.py)
+    python -m harness.bench gpu [--hellaswag DATA] [--eval-data DIR] [--cpu]   # the GPU acceptance command
     python -m harness.bench prepare [--workers 2] [--pairs 3]   # harness.prepare against build-nanogpt's pipeline
     torchrun --nproc-per-node 8 -m harness.bench comm           # all-reduce bus bandwidth by size, as nccl-tests
 
@@ -446,6 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-examples", type=int, default=8)
     p.add_argument("--cpu", action="store_true", help="gpu: the checks with a tiny model on the CPU")
     p.add_argument("--hellaswag", default=None, help="gpu: HellaSwag data (jsonl or save_to_disk directory)")
+    p.add_argument("--eval-data", default=None, help="gpu: the zero-shot suite's data (python -m harness.prepare eval)")
     p.add_argument("--out", default="log/bench/gpu.json", help="gpu: the JSON file of every figure")
     p.add_argument("--min-bytes", type=int, default=1024, help="comm: the smallest all-reduce")
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="comm: the largest all-reduce (x4 between)")

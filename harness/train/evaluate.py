@@ -10,7 +10,7 @@ import torch
 
 from harness.data.reader import ShardedTokenReader
 from harness.eval import registry
-from harness.eval.val_loss import val_loss
+from harness.eval.val_loss import val_scores
 from harness.model.sample import sample
 from harness.records import Eval, Sample, Stop, Val
 from harness.spec import EvalConfig
@@ -28,7 +28,7 @@ class Evaluators(Component):
         """Every task's examples, loaded now: missing data fails at start-up, not at the first evaluation
         hours in. Then the step-0 evaluation of a fresh run."""
         if self.cfg.tasks_every:
-            for name in self.cfg.tasks:
+            for name in registry.expand(self.cfg.tasks):
                 task = registry.get(name)
                 self.tasks[task.name] = task, task.load(self.cfg.tasks_data or None, self.cfg.tasks_limit, t.env)
         if t.state.step == 0:
@@ -49,14 +49,15 @@ class Evaluators(Component):
         t.timer.pause()
         if self.val_data is not None and (step == 0 or due(cfg.val_every)):
             t0 = time.time()
-            loss = val_loss(t.model, self.val_data, cfg.val_tokens, t.env, self.precision)
-            t.recorder.write(Val(step=step, tokens=step * self.batch_tokens, loss=loss, val_tokens=cfg.val_tokens,
-                                 seconds=round(time.time() - t0, 3)))
-            t.print(f"step {step:6d} | val loss {loss:.4f}")
+            val = val_scores(t.model, self.val_data, cfg.val_tokens, t.env, self.precision)
+            t.recorder.write(Val(step=step, tokens=step * self.batch_tokens, loss=val["loss"],
+                                 val_tokens=cfg.val_tokens, seconds=round(time.time() - t0, 3), bpb=val["bpb"]))
+            bpb = f" | {val['bpb']:.4f} bits/byte" if val["bpb"] is not None else ""
+            t.print(f"step {step:6d} | val loss {val['loss']:.4f}{bpb}")
         if due(cfg.tasks_every):
             for name, (task, examples) in self.tasks.items():
                 t0 = time.time()
-                result = task.score(t.model, examples, t.env, self.precision, 8)
+                result = task.score(t.model, examples, t.env, self.precision, cfg.tasks_batch)
                 t.recorder.write(Eval(step=step, tokens=step * self.batch_tokens, task=name, **result,
                                       seconds=round(time.time() - t0, 3)))
                 norm = f" acc_norm {result['acc_norm']:.4f}" if result.get("acc_norm") is not None else ""

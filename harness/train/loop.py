@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -307,4 +308,17 @@ def main(argv: list[str] | None = None) -> str:
     trainer.close()
     del trainer
     distributed.teardown(env)
+    if outcome == "finished" and exp.log.export_hf and env.is_main:
+        export_hf(RunDir(exp.run_dir))
     return outcome
+
+
+def export_hf(run: RunDir) -> None:
+    """log.export_hf: the final checkpoint as a HuggingFace directory, by `python -m harness.export` in a process
+    of its own (the trainer's memory is free, and the export's imports stay out of the trainer). A failed
+    export is said, not raised: the training it would follow has finished."""
+    print(f"exporting the final model to {run.hf} (log.export_hf)", flush=True)
+    done = subprocess.run([sys.executable, "-m", "harness.export", str(run.path), "--out", str(run.hf)])
+    if done.returncode != 0:
+        print(f"WARNING: the export failed (exit {done.returncode}); the run finished and its checkpoints are "
+              f"intact: retry with python -m harness.export {run.path} --out {run.hf}", file=sys.stderr, flush=True)
