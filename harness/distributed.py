@@ -46,6 +46,16 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def no_restart() -> None:
+    """Under torchrun, end this node's worker group for good: a failure that no restart can cure (a diverged
+    loss, a bad spec or data) would only be replayed, and each of torchrun's --max-restarts would cost a
+    start-up to be refused. The agent takes SIGTERM as the end of the job: it stops this node's workers
+    and exits non-zero, so the job fails in Slurm's eyes (and an afterok job never runs). Every rank meets
+    the same failure and tells its own node's agent."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        os.kill(os.getppid(), signal.SIGTERM)
+
+
 def setup(device: str = "auto", backend: str = "auto", timeout_min: float = 10.0) -> DistEnv:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, ...), or run alone."""
     if "TORCHELASTIC_RUN_ID" in os.environ:

@@ -10,10 +10,12 @@
     shutdown    the last record of a start until its allocation ended
     other       what no record explains (logging, the ranks' stop agreement): small when the records are whole
 
-From the run's own records only: each start row carries the allocation's start (Slurm's StartTime),
-a `ready` row ends each start's first step, train/eval/checkpoint rows carry the seconds they cover,
-and the launcher records when each allocation's step ended (jobs.jsonl). A start killed outright (a
-dead node) has no end record: its allocation is taken to end at its last record.
+From the run's records: each start row carries the allocation's start (Slurm's StartTime), a `ready` row
+ends each start's first step, train/eval/checkpoint rows carry the seconds they cover, and the launcher
+records when each allocation's step ended (jobs.jsonl). Where Slurm keeps accounting, harness.status adds
+what it says of a job that left the queue (an `accounted` row in jobs.jsonl: the submission, and the start
+and end of every allocation, requeues included), and those times win. Without either, a start killed
+outright (a dead node) is taken to end at its last record.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -33,6 +35,7 @@ class Start:
     queued_at: float | None  # when it entered the queue (None: a restart within the same allocation)
     ended_at: float  # the allocation's end (or the last record, if the allocation was killed)
     seconds: dict[str, float] = field(default_factory=dict)  # category -> wall seconds
+    startup: dict[str, float] = field(default_factory=dict)  # the start-up's seconds by phase (`startup_phases`)
 
     @property
     def wall(self) -> float:
@@ -48,9 +51,11 @@ def starts(rows: list[dict], jobs: list[dict]) -> list[Start]:
         by_restart.setdefault(r["restart"], []).append(r)
     ends = sorted(j["time"] for j in jobs if j.get("event") == "step_end")
     # harness.submit records a job when it submits it; sbatch/train.sh when it starts, with Slurm's
-    # submission time.
+    # submission time; accounting, when it came.
     submitted = sorted([j["time"] for j in jobs if j.get("event", "submit") == "submit"]
                        + [j["submitted_at"] for j in jobs if j.get("submitted_at")])
+    accounted = {(str(j["job_id"]), a): b for j in jobs if j.get("event") == "accounted"
+                 for a, b in j["allocations"] if a is not None and b is not None}  # (job, start) -> end
     resumed_from = {r["restart"]: r["step"] for r in rows if r["kind"] == "start"}
     out: list[Start] = []
     previous_row: dict | None = None  # the previous start row (a Start's allocated_at may be moved)
@@ -72,12 +77,17 @@ def starts(rows: list[dict], jobs: list[dict]) -> list[Start]:
         nxt = next((r for r in rows if r["kind"] == "start" and r["restart"] > restart), None)
         if end is None or (nxt is not None and end > nxt["time"]):
             end = last  # killed outright, or the workers restarted within the allocation
+        within = nxt is not None and (nxt.get("allocated_at"), nxt.get("job_id")) == (start.get("allocated_at"),
+                                                                                      start.get("job_id"))
+        if not within and (found := accounted.get((str(start.get("job_id")), start.get("allocated_at")))):
+            end = max(found, last)  # the allocation's end as Slurm's accounting has it
         queued = None
         if not same_allocation:  # in the queue since its submission, or since the last allocation ended
             since = [t for t in submitted if t <= allocated] + ([previous.ended_at] if previous else [])
             queued = max(since) if since else None
         ledger = Start(restart, start.get("job_id"), start.get("world_size", 1), allocated, queued, end)
         ledger.seconds = categorize(rs, allocated, end, kept_until(restart, resumed_from))
+        ledger.startup = startup_phases(rs, start, allocated)
         out.append(ledger)
     return out
 
@@ -111,6 +121,24 @@ def categorize(rows: list[dict], allocated: float, ended: float, kept: float) ->
         seconds["startup"] = ended - allocated - seconds["eval"] - seconds["checkpoint"]
     seconds["other"] = (ended - allocated) - sum(v for k, v in seconds.items() if k != "other")
     return seconds
+
+
+def startup_phases(rows: list[dict], start: dict, allocated: float) -> dict[str, float]:
+    """Where a start's start-up went, by phase: those its start row measured before itself (launch,
+    torchrun, imports, process_group, build, restore), then the preflight (its rows' seconds), the first
+    step (compilation, warm-up: from the start row to the `ready` row, evaluations and preflight apart), and
+    what is left ("other": the start row's own work, a restart within an allocation's gap)."""
+    ready = next((r for r in rows if r["kind"] == "ready"), None)
+    if ready is None:
+        return {}
+    phases = dict(start.get("startup") or {})
+    preflight = max((r.get("seconds") or 0.0 for r in rows if r["kind"] == "preflight"), default=0.0)
+    evals = sum(r.get("seconds") or 0.0 for r in rows if r["kind"] in EVAL_KINDS and r["time"] <= ready["time"])
+    phases["preflight"] = preflight
+    phases["first_step"] = max(0.0, ready["time"] - start["time"] - preflight - evals)
+    total = ready["time"] - allocated - evals
+    phases["other"] = total - sum(phases.values())
+    return {k: round(v, 3) for k, v in phases.items()}
 
 
 @dataclass

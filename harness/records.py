@@ -59,6 +59,9 @@ class Start:
     auto_micro_batch: dict | None = None  # what micro_batch="auto" chose, from what
     spec_changes: str | None = None  # fields changed since the last start
     filled: dict | None = None  # spec fields filled in from the run's sources (e.g. model.unpadded_vocab)
+    # Seconds from the allocation's start to this row, by phase: launch (Slurm starting the step), torchrun
+    # (its agent's import and rendezvous), imports, process_group, build (spec, model, data), restore.
+    startup: dict | None = None
     commit: str | None = None  # the git commit of the harness code ("+dirty" with local changes)
     # A branch's first start: {"run", "step", "checkpoint"} of the run it branched from (spec branch_from), and
     # "changes": how this spec differs from that run's.

@@ -5,7 +5,9 @@
       metrics.jsonl   the trainer's rows (their kinds: harness.records), append-only across restarts
       errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
       jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
-      exclusions.jsonl  nodes the run moved off (bad preflight, straggler), with the evidence; kept out for good
+      exclusions.jsonl  nodes the run moved off (bad preflight, straggler, hung), with the evidence; kept out for good
+      stacks/         rank_XXXXX.txt: each rank's Python stacks when a hang was declared
+      compile_cache/  torch.compile's caches (unless cluster.compile_cache names a shared directory)
       summary.json    the run's summary (harness.records), rewritten at every stop
       wandb_id        the wandb run that every restart continues
       checkpoints/    step_XXXXXXXX/ directories (harness.train.checkpoint owns what is inside them)
@@ -164,6 +166,8 @@ class RunDir:
         self.exclusions = self.path / "exclusions.jsonl"
         self.summary = self.path / "summary.json"
         self.checkpoints = self.path / "checkpoints"
+        self.stacks = self.path / "stacks"  # each rank's Python stacks when a hang was declared
+        self.compile_cache = self.path / "compile_cache"
         self.slurm = self.path / "slurm"  # submitit's folder for training jobs
         self.eval_slurm = self.path / "eval-slurm"  # and for evaluations submitted with --eval
         self.hf = self.path / "hf"  # the final model exported for transformers (log.export_hf)
@@ -185,8 +189,9 @@ class RunDir:
         append_jsonl(self.jobs, {"time": round(time.time(), 3), **fields})
 
     def last_job(self) -> dict | None:
-        """The newest job recorded by harness.submit or sbatch/train.sh (not the ends of its steps)."""
-        jobs = [j for j in read_jsonl(self.jobs) if j.get("event") != "step_end"]
+        """The newest job recorded by harness.submit or sbatch/train.sh (not the ends of its steps, nor what
+        Slurm's accounting said of it later)."""
+        jobs = [j for j in read_jsonl(self.jobs) if j.get("event", "submit") in ("submit", "start")]
         return jobs[-1] if jobs else None
 
     def record_error(self, **fields: object) -> None:

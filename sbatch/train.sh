@@ -22,9 +22,10 @@ set -uo pipefail
 NPROC_PER_NODE=${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
 
 # Validate the spec for this allocation, create or check the run directory, record this job in it,
-# and set RUN_DIR and NODE_SCRIPT: what every node runs (the spec's cluster.setup lines and
-# cluster.env, then torchrun; harness/cluster.py builds it for harness.submit too, and
-# `python -m harness.submit EXPERIMENT.py --dry-run` shows it).
+# and set RUN_DIR, NODE_SCRIPT (what every node runs: the spec's cluster.setup lines and cluster.env,
+# then torchrun; harness/cluster/job.py builds it for harness.submit too, and
+# `python -m harness.submit EXPERIMENT.py --dry-run` shows it) and CONTAINER (srun's pyxis options for
+# cluster.container_image and cluster.container_mounts; none without a container).
 setup=$(python -m harness.submit "$@" --cluster.nodes "$SLURM_JOB_NUM_NODES" \
         --cluster.procs_per_node "$NPROC_PER_NODE" --init-run-dir) || exit 1
 eval "$setup"
@@ -35,19 +36,20 @@ eval "$setup"
 trap 'echo "USR2: checkpointing before the kill"; scancel --signal=USR2 "$SLURM_JOB_ID"' USR2
 
 # bash runs a trap only between commands: run srun in the background and wait for it.
-srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c "trap '' USR2; $NODE_SCRIPT" &
+srun --kill-on-bad-exit=1 --ntasks-per-node=1 "${CONTAINER[@]}" bash -c "trap '' USR2; $NODE_SCRIPT" &
 srun_pid=$!
 while :; do
   wait "$srun_pid"; status=$?
   kill -0 "$srun_pid" 2>/dev/null || break  # `wait` also returns when a trapped signal arrives
 done
 
-# The run's own log says how it ended, and what the job does next (harness/cluster.py after_step):
+# The run's own log says how it ended, and what the job does next (harness/cluster/job.py after_step):
 # stopped at a checkpoint by a signal (preemption, time limit, SIGTERM): back into the queue;
 # moved off a bad node: back into the queue without it. The next start resumes from the checkpoint.
 outcome=$(python -m harness.cluster after-step "$RUN_DIR")
 echo "training step ended: exit $status, run $outcome"
 case "$outcome" in
   preempted|excluded) exit 0 ;;
+  failed*) exit $(( status ? status : 1 )) ;;  # a failed run fails the job, so that no afterok job follows it
   *) exit "$status" ;;
 esac

@@ -1,6 +1,6 @@
 """Healthy nodes only, on the real 3-node Slurm cluster: a degraded node found by the preflight and
-excluded (through harness.submit and through sbatch/train.sh), a node that dies mid-run, a straggler
-named and moved off, the preflight alone and all-reduce bandwidth on 2 and 3 nodes, and the spec's
+excluded (through harness.submit and through sbatch/train.sh), a node that dies mid-run, a rank that hangs,
+a straggler named and moved off, the preflight alone and all-reduce bandwidth on 2 and 3 nodes, and the spec's
 cluster set-up lines and environment on every node.
 
 Nodes are degraded for real: the node's slurmd (or one rank's process), and so everything it runs,
@@ -11,6 +11,7 @@ a run that never saw the bad node, bit for bit.
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -128,6 +129,23 @@ def test_a_node_that_dies_mid_run_is_left_behind(reference_run: Path, shakespear
     final = f"checkpoints/step_{STEPS:08d}/model.pt"
     a, b = (torch.load(d / final, weights_only=True) for d in (reference_run, run_dir))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_hung_rank_s_host_is_left_behind(reference_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:
+    """Rank 1 frozen mid-run (SIGSTOP: alive, silent, no error): when the collective times out, its heartbeat
+    names n2; every rank's stacks go to the error records; the job is requeued without n2 and finishes on n1 and
+    n3, bit-identical to the run that never saw n2."""
+    run_dir = tmp_path / "run"
+    out = harness_submit(*train_args(run_dir, shakespeare_dir, *TINY), *CLUSTER, "--train.collective_timeout_min",
+                         "0.25").stdout
+    job = re.search(r"job (\d+)", out).group(1)
+    wait_until("step 12", lambda: last_step(run_dir) >= 12, logs=run_dir / "slurm")
+    os.kill(worker_pid(run_dir, rank=1), signal.SIGSTOP)
+    wait_until("the run to finish", lambda: finished(run_dir, job), timeout=400, logs=run_dir / "slurm")
+    assert_moved_off_n2(run_dir, job, reference_run, "hung")
+    stacks = [e for e in read_jsonl(RunDir(run_dir).errors) if e.get("stacks")]
+    assert stacks and stacks[0]["host"] == "n1" and "Thread" in stacks[0]["stacks"], stacks
+    assert rows(run_dir, "stop")[0]["why"] == "hung"
 
 
 def test_a_straggler_is_named_and_moved_off(reference_run: Path, shakespeare_dir: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import records
+from harness.cluster.slurm import accounting
 from harness.cluster.triage import classify
 from harness.run_dir import JsonlAppender, RunDir
 from tests.helpers import harness, last_step, rows, train_args
@@ -158,6 +159,11 @@ def test_each_failure_made_for_real_is_classified(shakespeare_dir: Path, tmp_pat
     assert found["timeouts"]["curable"] and not found["cancelled"]["curable"] and not found["hung"]["curable"]
     text = harness("harness.status", str(tmp_path)).stdout  # the table says it too, a line per run
     assert text.count("next: ") == len(runs)
+    statuses = [json.loads(line) for line in harness("harness.status", str(tmp_path), "--json").stdout.splitlines()]
+    # Runs of one experiment are told apart by their directories; the cancelled job reads as sacct's
+    # "CANCELLED by 0" says, not as its last word.
+    assert sorted(s["name"] for s in statuses) == sorted(str(path) for path in runs.values())
+    assert {Path(s["run_dir"]).name: s["state"] for s in statuses}["cancelled"] == "CANCELLED"
 
 
 @pytest.mark.usefixtures("slurm_cluster")
@@ -177,39 +183,55 @@ def test_a_node_failure_without_requeue_is_classified(shakespeare_dir: Path, tmp
 SWEEP = '''
 import dataclasses, runpy
 base = runpy.run_path({shakespeare!r})["spec"]
-lrs = [2e-3, 1e4, 2e-3, 2e-3, 2e-3, 2e-3]  # the second diverges
+lrs = [2e-3, 1e4, 2e-3, 2e-3, 2e-3, 2e-3, 2e-3]  # the second diverges
+procs = [1, 1, 1, 2, 1, 1, 1]  # the fourth loses one of its two ranks
+# No torchrun restarts, so that a dead rank ends its job; but the diverged run may restart: it must not use them.
 sweep = [dataclasses.replace(base, name=f"sweep-{{i}}", run_dir=f"{root}/sweep-{{i}}", seed=i,
                              optim=dataclasses.replace(base.optim, lr=lr, grad_clip=1.0 if lr < 1 else 0.0),
-                             schedule=dataclasses.replace(base.schedule, min_lr=0.0))
-         for i, lr in enumerate(lrs)]
+                             schedule=dataclasses.replace(base.schedule, min_lr=0.0),
+                             train=dataclasses.replace(base.train, max_restarts=3 if lr > 1 else 0),
+                             cluster=dataclasses.replace(base.cluster, procs_per_node=n))
+         for i, (lr, n) in enumerate(zip(lrs, procs))]
 '''
 
 
 @pytest.mark.usefixtures("slurm_cluster")
 def test_resume_failed_resubmits_exactly_the_curable_runs(shakespeare_dir: Path, tmp_path: Path) -> None:
-    """Six runs in one job array: one diverges (not curable), one loses a rank with no restarts left and
-    one is preempted with no requeue (both curable), three finish. --resume --failed resubmits the two
-    and they finish; the diverged one is named with its next step; nothing is submitted twice."""
+    """Seven runs in one job array: one diverges (not curable, and its job fails without torchrun restarting
+    it), one loses a rank with no restarts left, one is preempted with no requeue, and one single-rank run's
+    worker is SIGKILLed, as the kernel's OOM killer does (all three curable), three finish. --resume --failed
+    resubmits the three and they finish; the diverged one is named with its next step; nothing is submitted
+    twice."""
     sweep = tmp_path / "sweep.py"
     sweep.write_text(SWEEP.format(shakespeare=str(Path("experiments/shakespeare.py").resolve()), root=tmp_path))
-    args = ["--data.dir", str(shakespeare_dir), *slurm_tiny(15), *ONE_NODE, "--cluster.requeue", "false",
-            "--train.max_restarts", "0", "--cluster.procs_per_node", "2", "--train.batch_tokens", "1024"]
+    at = ONE_NODE.index("--cluster.procs_per_node")
+    one_node = ONE_NODE[:at] + ONE_NODE[at + 2:]  # the sweep sets each run's ranks
+    args = ["--data.dir", str(shakespeare_dir), *slurm_tiny(15), *one_node, "--cluster.requeue", "false",
+            "--train.batch_tokens", "1024"]
     out = harness_submit(str(sweep), *args).stdout
-    ids = dict(zip(range(6), re.findall(r"job (\d+_\d+)", out), strict=True))
-    runs = [tmp_path / f"sweep-{i}" for i in range(6)]
-    wait_until("runs 3 and 4 at step 3", lambda: last_step(runs[3]) >= 3 and last_step(runs[4]) >= 3,
+    ids = dict(zip(range(7), re.findall(r"job (\d+_\d+)", out), strict=True))
+    runs = [tmp_path / f"sweep-{i}" for i in range(7)]
+    wait_until("runs 3, 4 and 6 at step 3", lambda: all(last_step(runs[i]) >= 3 for i in (3, 4, 6)),
                timeout=400, logs=tmp_path)
-    os.kill(worker_pid(runs[3], rank=1), signal.SIGKILL)  # a rank dies; no restarts are left
+    os.kill(worker_pid(runs[3], rank=1), signal.SIGKILL)  # a rank dies; its peer fails on the lost connection
     run("scancel", "--signal=TERM", ids[4])  # stops at a checkpoint; nothing requeues it
+    os.kill(worker_pid(runs[6], rank=0), signal.SIGKILL)  # the only rank dies, leaving no error of its own
     wait_until("the sweep to end", lambda: not any(queued(j) for j in ids.values()), timeout=600, logs=tmp_path)
     classes = [classify(RunDir(r), None) for r in runs]
-    assert [c.kind if c else None for c in classes] == [None, "nonfinite", None, "dead_rank", "preempted", None]
+    assert [c.kind if c else None for c in classes] == [None, "nonfinite", None, "dead_rank", "preempted", None,
+                                                        "killed"]
+    assert "SIGKILL" in classes[6].evidence and "memory" in classes[6].next_step
+    assert len(rows(runs[1], "start")) == 1  # refused at once, not by three torchrun restarts
+    accounted = accounting(list(ids.values()))
+    assert accounted[ids[1]][-1].state == "FAILED"  # so that no afterok evaluation follows a diverged run
+    table = harness("harness.status", str(tmp_path)).stdout
+    assert "sweep-6" in table and "a rank was killed by a signal" in table
 
     out = harness_submit(str(tmp_path), "--resume", "--failed").stdout
-    assert len(re.findall(r"submitted sweep-\d: job (\d+)", out)) == 2, out
+    assert len(re.findall(r"submitted sweep-\d: job (\d+)", out)) == 3, out
     assert "sweep-1" in out and "optim.lr" in out and out.count("nothing to do") == 3
     again = harness_submit(str(sweep), "--resume", "--failed").stdout  # while they are queued: skipped
-    assert again.count("already queued or running") == 2 and not re.search(r"submitted sweep-", again), again
+    assert again.count("already queued or running") == 3 and not re.search(r"submitted sweep-", again), again
     wait_until("the resubmitted runs to finish", lambda: all(
-        records.state(RunDir(runs[i])) == "finished" for i in (3, 4)), timeout=400, logs=tmp_path)
+        records.state(RunDir(runs[i])) == "finished" for i in (3, 4, 6)), timeout=400, logs=tmp_path)
     assert classify(RunDir(runs[1]), None).kind == "nonfinite"

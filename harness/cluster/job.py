@@ -154,11 +154,14 @@ class TorchrunJob:
         outcome = records.state(run) if run else None
         # A signal that reaches torchrun's agent too (SIGTERM) makes it exit non-zero even when the
         # workers saved and stopped cleanly: the run's own log says what happened.
-        if self._proc.returncode != 0 and outcome not in ("preempted", "excluded"):
+        if (self._proc.returncode != 0 and outcome not in ("preempted", "excluded")) or str(outcome).startswith("fail"):
             where = f"; the run's error records are in {run.errors}" if run else ""
-            raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; "
-                               f"the failing rank's error is above{where}")
-        if run and env.global_rank == 0:
+            raise RuntimeError(f"torchrun exited with code {self._proc.returncode} on {env.hostname}; the run "
+                               f"{outcome or 'ended'}; the failing rank's error is above{where}")
+        # The job's next step is taken by one task: the first one on a host the run did not move off (the
+        # first task's host may be the one that hung, its task stuck until Slurm ends the step).
+        excluded = set(run.excluded_hosts()) if run and outcome == "excluded" else set()
+        if run and env.global_rank == next((i for i, h in enumerate(env.hostnames) if h not in excluded), 0):
             outcome = after_step(run, os.environ.get("SLURM_JOB_ID"))
         return outcome or "done"
 

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 
 import psutil
 
@@ -55,23 +56,59 @@ def hostnames(nodelist: str) -> list[str]:
     return out.stdout.split()
 
 
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """The state of each of `job_ids` that squeue still lists (PENDING, RUNNING, ...), in one squeue call;
+    a job that left the queue is absent. (squeue answers an error when none of the ids is known.)"""
+    if not job_ids or not shutil.which("squeue"):
+        return {}
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T"], capture_output=True,
+                         text=True)
+    found = dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+    return {job: found[job] for job in job_ids if job in found}
+
+
 def queue_state(job_id: str) -> str | None:
     """The job's state while squeue lists it (pending, running, ...); None once it left the queue."""
-    if shutil.which("squeue"):
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
-    return None
+    return queue_states([job_id]).get(job_id)
 
 
-def accounting_state(job_id: str) -> str | None:
-    """The job's final state from sacct, once it left the queue (if accounting exists)."""
-    if shutil.which("sacct"):
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                             text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[-1].split()[0]
-    return None
+@dataclass(frozen=True)
+class Accounted:
+    """A job as Slurm's accounting (sacct) records it: its state (the first word of sacct's: "CANCELLED by
+    0" is CANCELLED), exit codes as "code:signal", and when it ran (each start of a requeued job, with -D)."""
+
+    job_id: str
+    state: str  # COMPLETED, FAILED, CANCELLED, OUT_OF_MEMORY, NODE_FAIL, TIMEOUT, PREEMPTED, REQUEUED, RUNNING ...
+    exit_code: str  # the batch script's or the task's "code:signal"
+    derived_exit_code: str  # the highest exit code of the job's steps
+    submit: float | None
+    start: float | None
+    end: float | None
+    nodes: str
+
+
+SACCT_FIELDS = "JobID,State,ExitCode,DerivedExitCode,Submit,Start,End,NodeList"
+
+
+def accounting(job_ids: list[str], every_start: bool = False) -> dict[str, list[Accounted]] | None:
+    """What Slurm's accounting says of `job_ids`, in one sacct call: job id -> its records (one, or with
+    `every_start` one per start of a requeued job, oldest first). None where there is no accounting (no
+    sacct, or sacct answering that accounting is disabled)."""
+    if not job_ids or not shutil.which("sacct"):
+        return None
+    cmd = ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", SACCT_FIELDS] + (["-D"] if every_start else [])
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    found: dict[str, list[Accounted]] = {}
+    for line in out.stdout.splitlines():
+        fields = line.split("|")
+        if len(fields) != len(SACCT_FIELDS.split(",")):
+            continue
+        job, state, code, derived, submit, start, end, nodes = fields
+        found.setdefault(job, []).append(Accounted(job, state.split()[0] if state else "", code, derived,
+                                                   slurm_time(submit), slurm_time(start), slurm_time(end), nodes))
+    return found
 
 
 def queued_job(run: RunDir) -> str | None:

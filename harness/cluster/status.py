@@ -15,8 +15,9 @@ import time
 
 from harness import records
 from harness.cluster import branches
-from harness.cluster.slurm import accounting_state, queue_state
+from harness.cluster.slurm import Accounted, accounting, queue_states
 from harness.cluster.triage import classify
+from harness.cluster.triage import state as triage_state
 from harness.run_dir import RunDir, find_runs, read_jsonl
 from harness.spec import read_spec
 
@@ -49,21 +50,33 @@ def sustained_straggler(train_rows: list[dict], threshold: float) -> str | None:
     return f"{hosts.pop()} ({statistics.median(ratios):.1f}x)" if min(ratios) > threshold else None
 
 
-def run_status(run: RunDir) -> dict:
-    """What harness.status shows of `run`: its summary (harness.records), its job, and why it failed."""
+def shown_state(rows: list[dict], job: dict, queue: str | None, accounted: Accounted | None) -> str:
+    """The state column: the queue's while the job is in it; else the run's own records' (finished, failed
+    (non-finite loss), ...), except where Slurm's accounting knows better why the job ended: a run that died
+    without a stop row, or stopped at a checkpoint on a signal that no requeue followed, shows its job's
+    final state (OUT_OF_MEMORY, NODE_FAIL, CANCELLED, TIMEOUT ...) where accounting exists."""
+    if queue:
+        return queue
+    state = triage_state(rows, queue, job)
+    if state in ("interrupted", "preempted") and accounted is not None and accounted.state not in ("COMPLETED", ""):
+        return accounted.state
+    return state.upper()
+
+
+def run_status(run: RunDir, queue: str | None = None, accounted: Accounted | None = None) -> dict:
+    """What harness.status shows of `run`: its summary (harness.records), its job (in the queue: `queue`;
+    as Slurm's accounting recorded it: `accounted`), and why it failed."""
     spec = run.spec_dict()
     rows = records.read(run)
     summary = records.summarize(rows, read_jsonl(run.jobs))
     starts = [r for r in rows if r["kind"] == "start"]
     total = summary.total_steps or spec["schedule"]["steps"]
     job = run.last_job() or {}
-    # In the queue (triage waits for it), else what accounting says of it, else what its own log says.
-    queue = queue_state(str(job["job_id"])) if job else None
-    state = queue or (accounting_state(str(job["job_id"])) if job else None) or summary.state.upper()
+    state = shown_state(rows, job, queue, accounted)
     error = None
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
-    failed = classify(run, queue, rows)
+    failed = classify(run, queue, rows, accounted)
     # A branch that nothing queued yet (its trunk has not written its checkpoint, died first, or ran outside Slurm).
     branch = branches.explain(run, read_spec(run)) if spec.get("branch_from") and not job else None
     if branch:
@@ -98,6 +111,40 @@ def run_status(run: RunDir) -> dict:
         "failure": failed.to_dict() if failed else None,
         "branch": branch,
     }
+
+
+def record_accounting(run: RunDir, allocations: list[Accounted]) -> None:
+    """Slurm's accounting of a job that left the queue, into the run's job records once (an `accounted` row:
+    its submission and every allocation's start and end, which the goodput ledger prefers to its own), and
+    the run's summary rewritten from them. A run directory this user cannot write is left as it is."""
+    job = allocations[-1].job_id
+    if any(j.get("event") == "accounted" and str(j.get("job_id")) == job for j in read_jsonl(run.jobs)):
+        return
+    try:
+        run.record_job(event="accounted", job_id=job, state=allocations[-1].state, submitted_at=allocations[0].submit,
+                       allocations=[[a.start, a.end] for a in allocations])
+        records.refresh_summary(run)
+    except OSError:
+        pass
+
+
+def statuses_of(runs: list[RunDir]) -> list[dict]:
+    """Every run's status, Slurm asked once for all of them (one squeue, one sacct), and each run named
+    apart: where experiments share a name, by their directories."""
+    jobs = {run.path: str(job["job_id"]) for run in runs if (job := run.last_job())}
+    queue = queue_states(list(jobs.values()))
+    left = [j for j in jobs.values() if j not in queue]
+    accounted = (accounting(left, every_start=True) or {}) if left else {}
+    for run in runs:
+        if (job := jobs.get(run.path)) in accounted:
+            record_accounting(run, accounted[job])
+    statuses = [run_status(run, queue.get(jobs.get(run.path, "")),
+                           (accounted.get(jobs.get(run.path, "")) or [None])[-1]) for run in runs]
+    names = [s["name"] for s in statuses]
+    for s in statuses:
+        if names.count(s["name"]) > 1:
+            s["name"] = s["run_dir"]
+    return statuses
 
 
 def _fmt(s: dict) -> list[str]:
@@ -145,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     args = p.parse_args(argv)
     while True:
-        statuses = [run_status(r) for r in find_runs(args.paths)]
+        statuses = statuses_of(find_runs(args.paths))
         if args.json:
             out = "\n".join(json.dumps(s) for s in statuses)
         else:

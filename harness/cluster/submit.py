@@ -30,8 +30,9 @@ from harness import records
 from harness.cluster import branches, inputs
 from harness.cluster.job import TorchrunJob, node_script, rendezvous_port, torchrun_command
 from harness.cluster.nodes import table
-from harness.cluster.slurm import head_node, job_fields, queue_state, queued_job, slurm_time
+from harness.cluster.slurm import accounting, head_node, job_fields, queue_state, queue_states, queued_job, slurm_time
 from harness.cluster.triage import classify
+from harness.cluster.triage import state as triage_state
 from harness.eval import cli as eval_cli
 from harness.eval import registry
 from harness.model.sources import is_huggingface_dir
@@ -87,7 +88,7 @@ def slurm_parameters(spec: Experiment, after: str | None = None) -> dict:
         time=c.time_min,
         signal_delay_s=c.signal_lead_s,
         # One failed node task ends the step at once instead of leaving the others in a collective.
-        srun_args=["--kill-on-bad-exit=1"],
+        srun_args=["--kill-on-bad-exit=1", *c.srun_container()],
         additional_parameters={"requeue" if c.requeue else "no-requeue": True,
                                **dict(kv.split("=", 1) if "=" in kv else (kv, True) for kv in c.sbatch_extra)},
         stderr_to_stdout=True,
@@ -131,7 +132,7 @@ def make_executor(spec: Experiment, folder: Path, after: str | None = None) -> "
     import submitit
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.cluster.max_timeouts)
-    executor.update_parameters(**slurm_parameters(spec, after))
+    executor.update_parameters(**slurm_parameters(spec, after), array_parallelism=spec.cluster.array_parallelism)
     return executor
 
 
@@ -203,6 +204,8 @@ def dry_run(specs: list[Experiment]) -> None:
         print(f"# ---- {spec.name}: the sbatch options submitit is given (it adds its log paths and the line "
               "that starts the job)")
         print("\n".join(sbatch_options(slurm_parameters(spec))))
+        if len(specs) > 1 and spec is specs[0]:  # a sweep is one job array, a task per spec
+            print(f"#SBATCH --array=0-{len(specs) - 1}%{min(spec.cluster.array_parallelism, len(specs))}")
         port = f"<20000 + crc32(job id) % 20000, e.g. {rendezvous_port('1234')}>"
         cmd = make_job(spec).command(spec.cluster.nodes, "<first node>", "<job id>")
         cmd = [a.replace(f":{rendezvous_port('<job id>')}", f":{port}") for a in cmd]
@@ -229,6 +232,7 @@ def init_from_batch_script(specs: list[Experiment]) -> None:
     node = make_job(spec).command(spec.cluster.nodes, head_node(), job_id)
     print(f"RUN_DIR={shlex.quote(spec.run_dir)}")
     print(f"NODE_SCRIPT={shlex.quote(node_script(spec.cluster, node))}")
+    print(f"CONTAINER=({shlex.join(spec.cluster.srun_container())})")  # a bash array: srun's container options
 
 
 def run_local(spec: Experiment) -> int:
@@ -375,9 +379,12 @@ def resubmit_failed(targets: list[str]) -> list[str]:
     if not runs:
         raise SpecError(f"no run directories in {' '.join(targets)}")
     submitted = []
+    jobs = {run.path: str(job["job_id"]) for run in runs.values() if (job := run.last_job())}
+    queue = queue_states(list(jobs.values()))  # Slurm asked once for all the runs
+    accounted = accounting([j for j in jobs.values() if j not in queue]) or {}
     for run in runs.values():
-        name = run.path
-        if job := queued_job(run):
+        name, job = run.path, jobs.get(run.path)
+        if job in queue:
             print(f"{name}: job {job} is already queued or running: skipped")
             continue
         spec = read_spec(run)
@@ -386,9 +393,9 @@ def resubmit_failed(targets: list[str]) -> list[str]:
                   f"{name}: a branch never queued, and its checkpoint is written: submitting")
             submitted += submit([spec]) if branch == "due" else []
             continue
-        failed = classify(run, None)
+        failed = classify(run, None, accounted=(accounted.get(job) or [None])[-1])
         if failed is None:
-            print(f"{name}: {records.state(run)}: nothing to do")
+            print(f"{name}: {triage_state(records.read(run), None, run.last_job())}: nothing to do")
         elif not failed.curable:
             print(f"{name}: {failed.what}: not resubmitted; {failed.next_step}\n    ({failed.evidence[:200]})")
         else:

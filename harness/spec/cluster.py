@@ -36,11 +36,17 @@ class ClusterConfig(Section):
     preflight_min_busbw_gbps: float = 0.0  # all-reduce bus bandwidth below this (GB/s) is warned about (0: none)
     straggler_ratio: float = 0.0  # move off a host whose compute time stays above this x the others' (0: off)
     straggler_steps: int = 5  # ... for this many log steps in a row
+    container_image: str = ""  # pyxis/enroot: srun --container-image for every node task (empty: no container)
+    container_mounts: list[str] = field(default_factory=list)  # ... and --container-mounts, as SRC:DST[:FLAGS]
+    array_parallelism: int = 64  # a sweep's job array runs at most this many runs at once (Slurm's %N)
+    # torch.compile's caches (inductor, autograd, Triton), kept so that a requeued start does not compile again:
+    # a directory shared by the nodes (empty: RUN_DIR/compile_cache).
+    compile_cache: str = ""
 
     def check(self) -> list[str]:
         """Problems with these settings, each naming its field."""
-        positive = [f"{n}: must be positive, got {getattr(self, n)}" for n in ("nodes", "time_min", "max_timeouts")
-                    if getattr(self, n) <= 0]
+        positive = [f"{n}: must be positive, got {getattr(self, n)}"
+                    for n in ("nodes", "time_min", "max_timeouts", "array_parallelism") if getattr(self, n) <= 0]
         nonnegative = [f"{n}: must be >= 0, got {getattr(self, n)}"
                        for n in ("gpus_per_node", "procs_per_node", "cpus_per_task", "mem_gb", "signal_lead_s")
                        if getattr(self, n) < 0]
@@ -50,6 +56,10 @@ class ClusterConfig(Section):
                  if not ("=" in opt or opt.isidentifier())]
         env = [f"env: {kv!r} is not NAME=value" for kv in self.env
                if "=" not in kv or not kv.split("=", 1)[0].isidentifier()]
+        env += [f"container_mounts: {m!r} is not SRC:DST[:FLAGS]" for m in self.container_mounts
+                if not 2 <= len(m.split(":")) <= 3 or not all(m.split(":")[:2])]
+        env += ["container_mounts: set without cluster.container_image"] if self.container_mounts and \
+            not self.container_image else []
         health = [msg for bad, msg in [
             (not 0 < self.preflight_fraction <= 1,
              f"preflight_fraction: must be in (0, 1], got {self.preflight_fraction}"),
@@ -69,3 +79,10 @@ class ClusterConfig(Section):
     @property
     def world_size(self) -> int:
         return self.nodes * self.nproc_per_node
+
+    def srun_container(self) -> list[str]:
+        """The srun options that run every node task in the spec's container (pyxis), or none."""
+        if not self.container_image:
+            return []
+        mounts = [f"--container-mounts={','.join(self.container_mounts)}"] if self.container_mounts else []
+        return [f"--container-image={self.container_image}", *mounts]

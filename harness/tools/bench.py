@@ -9,6 +9,7 @@
     python -m harness.bench gpu [--hellaswag DATA] [--eval-data DIR] [--cpu]   # the GPU acceptance command
     python -m harness.bench prepare [--workers 2] [--pairs 3]   # harness.prepare against build-nanogpt's pipeline
     torchrun --nproc-per-node 8 -m harness.bench comm           # all-reduce bus bandwidth by size, as nccl-tests
+    python -m harness.bench startup [--compile]                 # seconds to the first step: fresh, restarted, cold
 
 Measured figures, with the machine and command, go in benchmarks/RESULTS.md.
 """
@@ -347,6 +348,44 @@ def bench_comm(args: argparse.Namespace) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- start-up
+
+
+def bench_startup(args: argparse.Namespace) -> dict:
+    """The seconds from a start's process to its first step, by phase (the start row's breakdown, then the
+    first step: compilation with --compile), for a fresh run, its restart (as a requeue makes it), and that
+    restart again with torch.compile's caches deleted: what the kept caches save a requeued job."""
+    from harness import records
+    from harness.run_dir import RunDir
+
+    data = _shakespeare_dir(args.data)
+    work = Path(tempfile.mkdtemp(prefix="harness-startup-"))
+    run = RunDir(work / "run")
+    base = ["experiments/shakespeare.py", "--run_dir", str(run.path), "--data.dir", str(data), "--model.n_layer",
+            str(args.n_layer), "--model.n_head", str(args.n_head), "--model.n_embd", str(args.n_embd),
+            "--train.micro_batch", str(args.micro_batch), "--train.seq_len", "128", "--train.batch_tokens",
+            str(args.micro_batch * 128), "--schedule.warmup", "1", "--checkpoint.every", "2", "--eval.val_every", "0",
+            "--eval.sample_every", "0", "--log.wandb", "disabled", "--train.compile", str(args.compile)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    starts = {}
+    for name, steps, clear in (("fresh", 2, False), ("restart", 4, False), ("restart, caches deleted", 6, True)):
+        if clear:
+            shutil.rmtree(run.compile_cache, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "harness.train", *base, "--schedule.steps", str(steps)], check=True,
+                       env=env, capture_output=True)
+        rows = records.read(run)
+        start = [r for r in rows if r["kind"] == "start"][-1]
+        ready = next(r for r in rows if r["kind"] == "ready" and r["restart"] == start["restart"])
+        before = sum(start["startup"].values())
+        starts[name] = {**start["startup"], "first_step": round(ready["time"] - start["time"], 3),
+                        "to_first_step": round(before + ready["time"] - start["time"], 3)}
+    shutil.rmtree(work, ignore_errors=True)
+    rows = [(f"{name}: to the first step", f"{s['to_first_step']:.2f} s (first step {s['first_step']:.2f} s; "
+             + ", ".join(f"{k} {v:.2f}" for k, v in s.items() if k not in ("first_step", "to_first_step")) + ")")
+            for name, s in starts.items()]
+    return report("startup", {"compile": args.compile, "starts": starts}, rows)
+
+
 # ----------------------------------------------------------------------------- checkpoint
 
 
@@ -423,7 +462,8 @@ def bench_hellaswag(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare", "comm"])
+    p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare", "comm",
+                                    "startup"])
     p.add_argument("--preset", default=None, help="gpt2 | gpt2-medium | ... (default: a free size)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -454,7 +494,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--files", default=None, help="prepare: a jsonl (default: the plays in ~4,000-character documents)")
     args = p.parse_args(argv)
     benches = {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
-               "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare, "comm": bench_comm}
+               "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare, "comm": bench_comm,
+               "startup": bench_startup}
     benches[args.what](args)
 
 

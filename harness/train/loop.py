@@ -55,21 +55,25 @@ from harness.train.checkpoint import (
     starting_point,
 )
 from harness.train.evaluate import Evaluators
+from harness.train.heartbeat import Heartbeat, timed_out
 from harness.train.node_health import NodeHealth
 from harness.train.nonfinite import NonFiniteError, NonFiniteRule, refuse_to_replay
 from harness.train.optim import build_optimizer, set_lr
 from harness.train.preempt import StopRequest
 from harness.train.recorder import Recorder, record_error
 from harness.train.saving import SavePolicy, plan
-from harness.train.timer import StepTimer
+from harness.train.timer import StartupClock, StepTimer
 
 
 class Trainer:
-    def __init__(self, exp: Experiment, env: distributed.DistEnv, signals: StopRequest):
+    def __init__(self, exp: Experiment, env: distributed.DistEnv, signals: StopRequest, clock: StartupClock):
         """Build everything the spec describes, then restore the newest checkpoint that loads."""
-        self.env, self.device, self.run_dir = env, env.device, RunDir(exp.run_dir)
+        self.env, self.device, self.run_dir, self.clock = env, env.device, RunDir(exp.run_dir), clock
         exp, self.filled = inputs.ready(resolve(exp), env.world_size)  # a spec built in Python resolves too
         self.precision = set_up_device(exp, self.device)
+        if exp.train.compile:
+            keep_compile_caches(Path(exp.cluster.compile_cache) if exp.cluster.compile_cache else
+                                self.run_dir.compile_cache)
         torch.manual_seed(exp.seed)  # the same on every rank: identical initial weights (DDP broadcasts rank 0's)
         self.model = GPT(exp.model).to(self.device)
         exp, self.auto_batch = resolve_micro_batch(exp, self.model, self.run_dir, env, self.precision)
@@ -91,14 +95,17 @@ class Trainer:
         self.checkpointer = Checkpointer(self.run_dir.checkpoints, exp.checkpoint, env)
         self.recorder = Recorder(self.run_dir, exp.log, env.is_main, self.restart)
         self.nonfinite = NonFiniteRule(tc.on_nonfinite, self.device, self.run_dir)
-        self.health = NodeHealth(exp.cluster, self.hosts, self.train_data.files)
+        self.health = NodeHealth(exp.cluster, self.hosts, self.train_data.files,
+                                 Heartbeat(env, self.hosts[env.rank], tc.collective_timeout_min, self.run_dir.stacks))
         self.components = [self.recorder, self.nonfinite, self.health,
                            Evaluators(exp.eval, val_data, self.precision, tc.batch_tokens, exp.seed),
                            Branches(exp.branches, env.is_main),
                            SavePolicy(self.checkpointer, tc.stop_check_every, signals, self.interval)]
         self.state = TrainState()
         self.branched: dict | None = None  # a branch's first start: the run, step and checkpoint it started from
+        clock.mark("build")
         self.resumed_from = self.restore()
+        clock.mark("restore")
         if self.resumed_from:
             refuse_to_replay(self.last_stop, spec_hash(exp), self.run_dir, self.resumed_from)
         # The module that trains: the model compiled, then wrapped in DDP (as build-nanogpt does), so that DDP's
@@ -242,13 +249,18 @@ class Trainer:
         self.print(f"{self.exp.name}: stopped at step {stop.step} ({stop.reason})")
         return stop.reason
 
-    def fail(self, e: BaseException) -> None:
-        """The error in the run's records (every rank), and a stop row saying why (rank 0)."""
+    def fail(self, e: BaseException) -> str:
+        """The error in the run's records (every rank), and a stop row saying why (rank 0; after a hang, the
+        lowest rank left). A collective that timed out because a rank hung moves off that rank's host."""
         error = record_error(self.run_dir, e, self.state.step)
-        if isinstance(e, NonFiniteError):
-            self.end(Stop(step=self.state.step, reason="nonfinite", failed_step=e.step, spec_hash=spec_hash(self.exp)))
+        stop = self.health.hung(self) if timed_out(e) else None
+        if stop is not None:
+            self.recorder.take_over(self.health.declares)  # rank 0, which writes the records, may be the one hung
+        elif isinstance(e, NonFiniteError):
+            stop = Stop(step=self.state.step, reason="nonfinite", failed_step=e.step, spec_hash=spec_hash(self.exp))
         else:
-            self.end(Stop(step=self.state.step, reason="failed", error=error))
+            stop = Stop(step=self.state.step, reason="failed", error=error)
+        return self.end(stop)
 
     def close(self) -> None:
         self.recorder.close()
@@ -269,6 +281,17 @@ def set_up_device(exp: Experiment, device: torch.device) -> contextlib.AbstractC
     return autocast(device, exp.train.dtype)
 
 
+def keep_compile_caches(directory: Path) -> None:
+    """torch.compile's caches (inductor's graphs and kernels, AOT autograd's, Triton's) in `directory`, which
+    outlives the allocation: a requeued start finds what the last one compiled and does not compile it again.
+    Set before the first compilation, which reads them (a value already in the environment wins)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
+
+
 def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN; null keeps metrics.jsonl strict JSON
 
@@ -279,31 +302,34 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # peak resident memory (KiB)
 
 
-BAD_INPUT = (SpecError, DataError, HellaSwagDataError, CheckpointLayoutError)  # a clear message, not a traceback
+# Failures no restart can cure: a clear message, not a traceback, and no restart by torchrun.
+INCURABLE = (SpecError, DataError, HellaSwagDataError, CheckpointLayoutError, NonFiniteError)
 
 
 @record  # under torchrun, the first failing rank's traceback heads the job's error report
 def main(argv: list[str] | None = None) -> str:
     signals = StopRequest()  # first: a preemption signal during start-up must not kill the process
+    clock = StartupClock()
     try:
         (exp,) = parse_cli(sys.argv[1:] if argv is None else argv, "python -m harness.train")
     except SpecError as e:
         sys.exit(f"error: {e}")  # no run to record it in
     try:
         env = distributed.setup(exp.train.device, exp.train.backend, exp.train.collective_timeout_min)
-        trainer = Trainer(exp, env, signals)
+        clock.mark("process_group")
+        trainer = Trainer(exp, env, signals, clock)
     except BaseException as e:  # recorded in the run, for harness.status and triage, then as before
         record_error(RunDir(exp.run_dir), e, step=None)
-        if isinstance(e, BAD_INPUT):
-            sys.exit(f"error: {e}")
+        give_up(e)
         raise
     # An exception below propagates without teardown: waiting in a barrier for a failed rank would hang.
     try:
         outcome = trainer.run()
     except BaseException as e:
-        trainer.fail(e)
-        if isinstance(e, BAD_INPUT):
+        if trainer.fail(e) == "excluded":  # a rank hung: the job goes back in the queue without its host
+            distributed.no_restart()
             sys.exit(f"error: {e}")
+        give_up(e)
         raise
     trainer.close()
     del trainer
@@ -322,3 +348,10 @@ def export_hf(run: RunDir) -> None:
     if done.returncode != 0:
         print(f"WARNING: the export failed (exit {done.returncode}); the run finished and its checkpoints are "
               f"intact: retry with python -m harness.export {run.path} --out {run.hf}", file=sys.stderr, flush=True)
+
+
+def give_up(e: BaseException) -> None:
+    """An incurable failure ends the process with its message, and torchrun restarts nothing."""
+    if isinstance(e, INCURABLE):
+        distributed.no_restart()
+        sys.exit(f"error: {e}")

@@ -39,6 +39,12 @@ class Recorder(Component):
                       if isinstance(v, int | float) and not isinstance(v, bool) and k != "step"}
             self.wandb.log(values, step=row.step)
 
+    def take_over(self, declares: bool) -> None:
+        """After a hang, the rank that declared it writes the stop row (rank 0 may be the one that hung: its
+        records stop there, and the declarer's stop row ends the start)."""
+        if declares and self.out is None:
+            self.out, self.started = JsonlAppender(self.run.metrics), True
+
     def sync(self) -> None:
         """Make the rows durable (at checkpoints: the metrics then cover at least what was saved)."""
         if self.out is not None:
@@ -68,9 +74,10 @@ class Recorder(Component):
         device = device_name(t.device)
         names = [kv.split("=", 1)[0] for kv in exp.cluster.env]  # the spec's cluster.env as each node sees it
         node_env = distributed.gather({n: os.environ.get(n) for n in names}, t.env) if names else None
+        allocated = allocation_started()
         self.write(Start(
             step=t.state.step, world_size=t.env.world_size, device=device, hosts=t.hosts,
-            job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocation_started(),
+            job_id=os.environ.get("SLURM_JOB_ID"), allocated_at=allocated, startup=t.clock.breakdown(allocated),
             checkpoint=str(t.resumed_from) if t.resumed_from else None,
             init_from=None if t.resumed_from else exp.model.init_from or None,  # weights loaded from it
             parameters=t.model.num_params(), parameters_non_embedding=t.model.num_params(non_embedding=True),

@@ -56,7 +56,7 @@ class SavePolicy(Component):
         return stop, due
 
     def on_stop(self, t: Any, stop: Stop) -> None:
-        if stop.reason not in ("failed", "nonfinite"):  # a failed rank's peers may be gone: no collective
+        if stop.reason not in ("failed", "nonfinite") and stop.why != "hung":  # peers may be gone: no collective
             self.checkpointer.finish()
 
 

@@ -1,10 +1,12 @@
 """The step timer: how long the training steps took, apart from evaluations and saves, and how long this
-rank's own forward passes took (for naming stragglers)."""
+rank's own forward passes took (for naming stragglers); and the start-up clock of a start."""
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 
+import psutil
 import torch
 
 
@@ -51,4 +53,41 @@ class StepTimer:
         self.pause()
         out = (self.seconds, self.steps, self.forward + sum(a.elapsed_time(b) for a, b in self.events) / 1e3)
         self.reset()
+        return out
+
+
+class StartupClock:
+    """How the seconds of a start before its first step were spent, for its start row: each phase ends
+    at a mark; the first phases are read from the processes' own start times (the torchrun agent, the
+    worker). The first step itself (compilation, warm-up) and the preflight have rows of their own."""
+
+    PHASES = ("launch", "torchrun", "imports", "process_group", "build", "restore")
+
+    def __init__(self) -> None:
+        me = psutil.Process()
+        self.worker_started = me.create_time()
+        # Under torchrun the parent is its agent: its own start-up (importing torch) and the rendezvous come
+        # between the allocation's start and this worker's.
+        self.agent_started = me.parent().create_time() if "TORCHELASTIC_RUN_ID" in os.environ else None
+        # A worker group restarted by torchrun within the allocation starts from its own process: the agent's
+        # start-up was the first attempt's.
+        self.restarted = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") not in ("", "0")
+        self.marks: dict[str, float] = {"imports": time.time()}
+
+    def mark(self, phase: str) -> None:
+        self.marks[phase] = time.time()
+
+    def breakdown(self, allocated_at: float) -> dict[str, float]:
+        """{phase: seconds}, each phase from the end of the one before, from the allocation's start (for a
+        worker group that torchrun restarted, from its own start) to the last mark."""
+        ends = dict(self.marks)
+        if not self.restarted:
+            ends["launch"] = self.agent_started or self.worker_started
+            if self.agent_started:
+                ends["torchrun"] = self.worker_started
+        out, before = {}, self.worker_started if self.restarted else allocated_at
+        for phase in self.PHASES:
+            if phase in ends:
+                out[phase] = round(max(0.0, ends[phase] - before), 3)
+                before = ends[phase]
         return out
