@@ -38,7 +38,7 @@ class ClusterConfig(Section):
     straggler_steps: int = 5  # ... for this many log steps in a row
     container_image: str = ""  # pyxis/enroot: srun --container-image for every node task (empty: no container)
     container_mounts: list[str] = field(default_factory=list)  # ... and --container-mounts, as SRC:DST[:FLAGS]
-    array_parallelism: int = 64  # a sweep's job array runs at most this many runs at once (Slurm's %N)
+    array_parallelism: int = 64  # a sweep's job array runs at most this many runs at once (Slurm's array throttle)
     # torch.compile's caches (inductor, autograd, Triton), kept so that a requeued start does not compile again:
     # a directory shared by the nodes (empty: RUN_DIR/compile_cache).
     compile_cache: str = ""

@@ -71,7 +71,7 @@ class Ladder:
     n_ref: int
     lr_exponent: float = -1 / 3  # ... and how it scales with N (OLMo: N^(-1/3))
     batch_tokens: Callable[[int], int] = lambda n: 524_288  # noqa: E731 - tokens per step for a size of N
-    cooldown: float = 0.2  # the share of each budget that decays to min_lr (Hägele et al.: 20% matches cosine)
+    cooldown: float = 0.2  # the share of each budget that decays to min_lr (Hägele et al.: a fifth matches cosine)
     wsd_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"
     min_lr_ratio: float = 0.1  # the rate the cooldowns end at, as a share of the peak
     warmup_fraction: float = 0.1  # warmup, as a share of the size's smallest budget
