@@ -3,6 +3,7 @@
     RUN_DIR/
       config.json     the resolved spec; a restart or resubmission checks itself against it
       metrics.jsonl   the trainer's rows (their kinds: harness.records), append-only across restarts
+      metrics.arrow   the same rows in columns, a cache that readers rebuild whenever metrics.jsonl changes
       errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
       jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
       exclusions.jsonl  nodes the run moved off (bad preflight, straggler), with the evidence; kept out for good
@@ -120,14 +121,20 @@ def run_state(rows: list[dict], now: float | None = None) -> State:
     failed, failed (non-finite loss)) unless a start came after it; otherwise it is running (rows in
     the last 5 minutes), interrupted (ended without a stop row: killed, or its node died), or new."""
     rows = [r for r in rows if "kind" in r]
-    if not rows:
-        return "new"
-    starts = [r["time"] for r in rows if r["kind"] == "start"]
     stops = [r for r in rows if r["kind"] == "stop"]
-    if stops and (not starts or max(starts) <= stops[-1]["time"]):
-        return STOPPED.get(stops[-1]["reason"], "failed")
+    return state_of([r["time"] for r in rows if r["kind"] == "start"], stops[-1] if stops else None,
+                    max((r["time"] for r in rows), default=None), now)
+
+
+def state_of(starts: list[float], last_stop: dict | None, last_time: float | None, now: float | None = None) -> State:
+    """`run_state` from what it reads of the rows: the start rows' times, the last stop row, and the time
+    of the last row (None: no rows)."""
+    if last_time is None:
+        return "new"
+    if last_stop and (not starts or max(starts) <= last_stop["time"]):
+        return STOPPED.get(last_stop["reason"], "failed")
     now = time.time() if now is None else now
-    return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
+    return "running" if now - last_time < RUNNING_WINDOW_S else "interrupted"
 
 
 # ----------------------------------------------------------------------------- checkpoint directories
@@ -158,6 +165,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / CONFIG
         self.metrics = self.path / "metrics.jsonl"
+        self.metrics_cache = self.path / "metrics.arrow"  # metrics.jsonl in columns (harness.records.columns)
         self.errors = self.path / "errors.jsonl"
         self.jobs = self.path / "jobs.jsonl"
         self.exclusions = self.path / "exclusions.jsonl"

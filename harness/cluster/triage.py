@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import records
-from harness.run_dir import RunDir, read_jsonl, run_state
+from harness.run_dir import RunDir, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -83,17 +83,17 @@ def job_log(run: RunDir) -> tuple[str, str]:
     return path, Path(path).read_text(errors="replace")
 
 
-def classify(run: RunDir, queue_state: str | None, rows: list[dict] | None = None) -> Failure | None:
+def classify(run: RunDir, queue_state: str | None, rows: records.Rows | None = None) -> Failure | None:
     """The class of a run that did not finish; None for a finished run or one still in the queue.
-    `rows`: the run's metrics rows, when the caller has read them already."""
+    `rows`: the run's metrics rows (harness.records.columns), when the caller has read them already."""
     if queue_state:
         return None
-    rows = records.read(run) if rows is None else rows
-    state = run_state(rows)
+    rows = records.columns(run) if rows is None else rows
+    state = rows.state()
     if state in ("finished", "running") or (state == "new" and not run.errors.exists()):
         return None  # finished, still going, or never started (a failure at start-up leaves an error)
     if state == "failed (non-finite loss)":
-        stop = [r for r in rows if r["kind"] == "stop"][-1]
+        stop = rows.whole("stop")[-1]
         return failure("nonfinite", f"stop row: non-finite loss at step {stop.get('failed_step')}")
     path, log = job_log(run)
     for line in reversed(log.splitlines()):  # the latest event: an earlier one may have been recovered from
@@ -101,7 +101,7 @@ def classify(run: RunDir, queue_state: str | None, rows: list[dict] | None = Non
             if pattern.search(line):
                 return failure(kind, f"{path}: {line.strip()}")
     # Errors of the latest attempt: recorded after its start (or, failing at start-up, after the last one).
-    starts = [r["time"] for r in rows if r["kind"] == "start"]
+    starts = [r["time"] for r in rows.whole("start")]
     errors = sorted((e for e in read_jsonl(run.errors) if e["time"] >= max(starts, default=0)),
                     key=lambda e: e["time"])
     if errors:
