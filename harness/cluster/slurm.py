@@ -55,23 +55,49 @@ def hostnames(nodelist: str) -> list[str]:
     return out.stdout.split()
 
 
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """job id -> state (PENDING, RUNNING, ...) of the jobs among `job_ids` that squeue lists, in one call.
+    A job is found under either id Slurm gives it (an array task's 7000_5, or its own 7006)."""
+    if not job_ids or not shutil.which("squeue"):
+        return {}
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%A %i %T"], capture_output=True,
+                         text=True)
+    if out.returncode != 0:  # e.g. a single id Slurm no longer knows
+        return {}
+    return _states(out.stdout.splitlines(), job_ids)
+
+
+def accounting_states(job_ids: list[str]) -> dict[str, str]:
+    """job id -> final state (COMPLETED, FAILED, CANCELLED, ...) from sacct, in one call, for the jobs
+    among `job_ids` that accounting knows (none where there is no accounting)."""
+    if not job_ids or not shutil.which("sacct"):
+        return {}
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobIDRaw,JobID,State"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {}
+    return _states([line.replace("|", " ", 2) for line in out.stdout.splitlines()], job_ids)
+
+
+def _states(lines: list[str], job_ids: list[str]) -> dict[str, str]:
+    """From lines of "RAW_ID ID STATE ...": the first word of the state of each of `job_ids` (the last
+    line that names it: sacct lists a requeued job's latest run last)."""
+    found: dict[str, str] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3:
+            found[parts[0]] = found[parts[1]] = parts[2]
+    return {job: found[job] for job in job_ids if job in found}
+
+
 def queue_state(job_id: str) -> str | None:
     """The job's state while squeue lists it (pending, running, ...); None once it left the queue."""
-    if shutil.which("squeue"):
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[0]
-    return None
+    return queue_states([job_id]).get(job_id)
 
 
 def accounting_state(job_id: str) -> str | None:
     """The job's final state from sacct, once it left the queue (if accounting exists)."""
-    if shutil.which("sacct"):
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                             text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.split()[-1].split()[0]
-    return None
+    return accounting_states([job_id]).get(job_id)
 
 
 def queued_job(run: RunDir) -> str | None:

@@ -1,20 +1,30 @@
-"""One row per run: where it is, how it is doing, and where its logs are.
+"""One row per run: where it is, how it is doing, and where its logs are; for a sweep, one line about all
+of it first.
 
-    python -m harness.status                  # every run under log/
+    python -m harness.status                             # every run under log/
     python -m harness.status log/fineweb_10b --watch
-    python -m harness.status log/ --json      # one JSON object per run
+    python -m harness.status log/ --sort val_loss --top 5   # the five best runs (--top alone ranks by val_loss)
+    python -m harness.status log/ --failed                # only runs that failed (with why, and what next)
+    python -m harness.status log/ --json                  # one JSON object per run
 
 Works for runs started by `harness.submit` or `sbatch/train.sh` (both record their jobs in the run
-directory's jobs.jsonl), for local runs, and for finished runs whose jobs have left the queue.
+directory's jobs.jsonl), for local runs, and for finished runs whose jobs have left the queue. Slurm is
+asked once per refresh for all the runs shown (one squeue, one sacct); each run's rows are read from
+the cache beside its metrics.jsonl (harness.records.columns), so a second look at a large sweep, or a
+refresh of --watch, reads only the rows added since.
 """
 
 import argparse
 import json
+import math
 import statistics
 import time
+from collections import Counter
+
+import numpy as np
 
 from harness import records
-from harness.cluster.slurm import accounting_state, queue_state
+from harness.cluster.slurm import accounting_states, queue_states
 from harness.cluster.triage import classify
 from harness.run_dir import RunDir, find_runs, read_jsonl
 
@@ -22,6 +32,10 @@ COLUMNS = ["name", "job", "state", "layout", "step", "train_loss", "val_loss", "
            "restarts", "goodput", "checkpoint", "nodes", "log"]
 STRAGGLER_ROWS = 5  # a straggler is sustained when it is the slowest host in this many train rows in a row
 STRAGGLER_SHOWN = 1.5  # ... by at least this ratio (or the run's cluster.straggler_ratio, if set)
+# --sort: the keys of a run's status, and whether the largest comes first (losses and ETAs: the smallest).
+SORTS = {"val_loss": False, "train_loss": False, "eval": True, "tokens_per_s": True, "goodput": True, "step": True,
+         "restarts": True, "eta_s": False, "name": False, "state": False}
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
 def layout(start: dict | None, job: dict, cluster: dict) -> str:
@@ -37,60 +51,124 @@ def layout(start: dict | None, job: dict, cluster: dict) -> str:
     return f"{nodes} node{'s' * (nodes > 1)} x {per_node} proc{'s' * (per_node > 1)} ({device})"
 
 
-def sustained_straggler(train_rows: list[dict], threshold: float) -> str | None:
-    """"n3 (2.1x)" when the same host was the slowest by more than `threshold` in the last rows."""
-    last = train_rows[-STRAGGLER_ROWS:]
-    hosts = {r.get("slowest_host") for r in last}
+def sustained_straggler(rows: records.Rows, threshold: float) -> str | None:
+    """"n3 (2.1x)" when the same host was the slowest by more than `threshold` in the last train rows of
+    the latest start."""
+    train = np.flatnonzero(rows.kind("train") & (rows["restart"] == rows["restart"].max(initial=0)))
+    last = train[-STRAGGLER_ROWS:]
+    hosts = set(rows["slowest_host"][last].tolist())
     if len(last) < STRAGGLER_ROWS or len(hosts) != 1 or None in hosts:
         return None
-    ratios = [r["slowest_ratio"] for r in last]
+    ratios = rows["slowest_ratio"][last].tolist()
     return f"{hosts.pop()} ({statistics.median(ratios):.1f}x)" if min(ratios) > threshold else None
 
 
-def run_status(run: RunDir) -> dict:
-    """What harness.status shows of `run`: its summary (harness.records), its job, and why it failed."""
-    spec = run.spec_dict()
-    rows = records.read(run)
-    summary = records.summarize(rows, read_jsonl(run.jobs))
-    starts = [r for r in rows if r["kind"] == "start"]
+def slurm_states(jobs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """job id -> state, for the jobs in the queue (squeue), and for the others from accounting (sacct):
+    two calls to Slurm for all of `jobs`."""
+    queue = queue_states(jobs)
+    return queue, accounting_states([j for j in jobs if j not in queue])
+
+
+def last_job(jobs: list[dict]) -> dict:
+    """The newest job recorded by harness.submit or sbatch/train.sh (not the ends of its steps), or {}."""
+    return next((j for j in reversed(jobs) if j.get("event") != "step_end"), {})
+
+
+def run_status(run: RunDir, slurm: tuple[dict[str, str], dict[str, str]] | None = None,
+               jobs: list[dict] | None = None) -> dict:
+    """What harness.status shows of `run`: its summary (harness.records), its job, and why it failed.
+    `slurm`: the states of the jobs (slurm_states), and `jobs`, the run's job records, when the caller
+    asked for many runs at once."""
+    spec, rows = run.spec_dict(), records.columns(run)
+    jobs = read_jsonl(run.jobs) if jobs is None else jobs
+    summary = records.summarize(rows, jobs)
+    starts = rows.whole("start")
     total = summary.total_steps or spec["schedule"]["steps"]
-    job = run.last_job() or {}
-    # In the queue (triage waits for it), else what accounting says of it, else what its own log says.
-    queue = queue_state(str(job["job_id"])) if job else None
-    state = queue or (accounting_state(str(job["job_id"])) if job else None) or summary.state.upper()
+    job = last_job(jobs)
+    queued, accounted = slurm or (slurm_states([str(job["job_id"])]) if job else ({}, {}))
+    # In the queue (triage waits for it), else what accounting says of it, else what its own records say.
+    queue = queued.get(str(job.get("job_id")))
+    state = queue or accounted.get(str(job.get("job_id"))) or summary.state.upper()
     error = None
     if state.startswith(("FAILED", "INTERRUPTED")) and (last_error := run.last_error()):
         error = last_error["error"]
     failed = classify(run, queue, rows)
-    latest = starts[-1]["restart"] if starts else None
-    train = [r for r in rows if r["kind"] == "train" and r["restart"] == latest]
-    straggler = sustained_straggler(train, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
+    straggler = sustained_straggler(rows, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
     eta = None
     if summary.tokens_per_s and summary.steps < total and not failed and not state.startswith(("FINISHED", "FAILED")):
         eta = (total - summary.steps) * spec["train"]["batch_tokens"] / summary.tokens_per_s
     return {
-        "name": spec["name"],
-        "run_dir": str(run.path),
-        "job": job.get("job_id"),
-        "state": state,
-        "layout": layout(starts[-1] if starts else None, job, spec["cluster"]),
-        "step": summary.steps,
-        "total_steps": total,
-        "train_loss": summary.train_loss,
-        "val_loss": summary.val_loss,
-        "eval": summary.eval_average,
-        "evals": summary.evals,
-        "tokens_per_s": summary.tokens_per_s,
-        "eta_s": eta,
-        "restarts": summary.restarts,
-        "checkpoint": run.newest_checkpoint_step(),
-        "goodput": summary.goodput,
-        "excluded": run.excluded_hosts(),
-        "straggler": straggler,
-        "log": job.get("log"),
-        "error": error,
+        "name": spec["name"], "run_dir": str(run.path), "job": job.get("job_id"), "state": state,
+        "layout": layout(starts[-1] if starts else None, job, spec["cluster"]), "step": summary.steps,
+        "total_steps": total, "train_loss": summary.train_loss, "val_loss": summary.val_loss,
+        "eval": summary.eval_average, "evals": summary.evals, "tokens_per_s": summary.tokens_per_s, "eta_s": eta,
+        "restarts": summary.restarts, "checkpoint": run.newest_checkpoint_step(), "goodput": summary.goodput,
+        "device_hours": summary.device_hours, "productive_device_hours": summary.ledger["device_hours"]["productive"],
+        "excluded": run.excluded_hosts(), "straggler": straggler, "log": job.get("log"), "error": error,
         "failure": failed.to_dict() if failed else None,
     }
+
+
+def statuses(runs: list[RunDir]) -> list[dict]:
+    """Every run's status, with one question to Slurm for all of them."""
+    jobs = [read_jsonl(run.jobs) for run in runs]
+    slurm = slurm_states(sorted({str(last_job(j)["job_id"]) for j in jobs if last_job(j)}))
+    return [run_status(run, slurm, j) for run, j in zip(runs, jobs, strict=True)]
+
+
+# ----------------------------------------------------------------------------- a sweep: filters, order, summary
+
+
+def phase(s: dict) -> str:
+    """running (in the queue, or writing rows), failed (triage found why it stopped), finished, or other
+    (not started yet, or a state triage has no class for)."""
+    if s["state"] in ACTIVE:
+        return "running"
+    if s["failure"]:
+        return "failed"
+    return "finished" if s["state"] in ("FINISHED", "COMPLETED") else "other"
+
+
+def select(shown: list[dict], failed: bool = False, running: bool = False, sort: str | None = None,
+           top: int | None = None) -> list[dict]:
+    """The runs a command line asks for: only failed or running ones, sorted by a key of their status
+    (a run without that value last), the first `top` (ranked by val_loss unless sorted otherwise)."""
+    if failed or running:
+        shown = [s for s in shown if (failed and phase(s) == "failed") or (running and phase(s) == "running")]
+    sort = sort or ("val_loss" if top else None)
+    if sort:
+        descending = SORTS[sort]
+
+        def key(s: dict) -> tuple:
+            value = s[sort]
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            if missing or isinstance(value, str):
+                return (missing, value or "")
+            return (False, -value if descending else value)
+
+        shown = sorted(shown, key=key)
+    return shown[:top] if top else shown
+
+
+def sweep_line(every: list[dict], shown: int) -> str:
+    """One line about all the runs: how many in each phase, the best by val loss, device-hours and goodput."""
+    phases = Counter(phase(s) for s in every)
+    counts = ", ".join(f"{phases[p]} {p}" for p in ("running", "finished", "failed", "other") if phases[p])
+    parts = [f"{len(every)} runs: {counts}"]
+    scored = [s for s in every if s["val_loss"] is not None]
+    if scored:
+        best = min(scored, key=lambda s: s["val_loss"])
+        parts.append(f"best {best['name']} (val {best['val_loss']:.4f})")
+    hours = sum(s["device_hours"] for s in every)
+    productive = sum(s["productive_device_hours"] for s in every)
+    parts.append(f"{hours:,.2f} device-hours" + (f", goodput {productive / hours:.0%}" if hours > 0 else ""))
+    if shown != len(every):
+        parts.append(f"showing {shown}")
+    return " | ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the table
 
 
 def _fmt(s: dict) -> list[str]:
@@ -129,19 +207,29 @@ def table(statuses: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render(args: argparse.Namespace) -> str:
+    every = statuses(find_runs(args.paths))
+    shown = select(every, args.failed, args.running, args.sort, args.top)
+    if args.json:
+        return "\n".join(json.dumps(s) for s in shown)
+    if not every:
+        return f"no runs under {' '.join(args.paths)}"
+    return (sweep_line(every, len(shown)) + "\n\n" if len(every) > 1 else "") + table(shown)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.status", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", default=["log"], help="run directories, or folders holding them")
     p.add_argument("--watch", type=float, nargs="?", const=10.0, help="refresh every N seconds (default 10)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
+    p.add_argument("--failed", action="store_true", help="only runs that failed")
+    p.add_argument("--running", action="store_true", help="only runs in the queue (pending or running) or training")
+    p.add_argument("--sort", choices=list(SORTS), help="order by this (losses ascending, the rest descending)")
+    p.add_argument("--top", type=int, metavar="K", help="only the first K (by val_loss unless --sort says otherwise)")
     args = p.parse_args(argv)
     while True:
-        statuses = [run_status(r) for r in find_runs(args.paths)]
-        if args.json:
-            out = "\n".join(json.dumps(s) for s in statuses)
-        else:
-            out = table(statuses) if statuses else f"no runs under {' '.join(args.paths)}"
+        out = render(args)
         if args.watch:
             print("\033[2J\033[H" + time.strftime("%H:%M:%S ") + out, flush=True)
             time.sleep(args.watch)
