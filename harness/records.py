@@ -231,8 +231,8 @@ BULK = (Train, Val, Eval, Sample, Checkpoint, Ready)
 BULK_KINDS = tuple(cls.kind for cls in BULK)
 PY_TYPES = {pa.int64(): int, pa.float64(): float, pa.string(): str, pa.bool_(): bool}
 NUMPY_TYPES = {pa.int64(): np.int64, pa.float64(): np.float64}
-CACHE_VERSION = 1  # of the cache's layout: a cache of another version is rebuilt
-TAIL_BYTES = 64  # the end of the parsed part, kept to recognise an append (timestamps make it unique)
+CACHE_VERSION = 2  # of the cache's layout: a cache of another version is rebuilt
+TAIL_BYTES = 64  # the start and end of the parsed part, kept to recognise an append
 
 
 def _arrow_type(cls: type, name: str, hint: object) -> pa.DataType:
@@ -378,7 +378,8 @@ class Parsed:
     mtime_ns: int
     parsed: int  # the bytes read into the table: up to the end of the last whole line
     lines: int  # the lines in them
-    tail: str  # their last TAIL_BYTES bytes (hex): an append leaves them as they were, a rewrite does not
+    head: str  # their first and last TAIL_BYTES bytes (hex; the times in the rows make them unique): an
+    tail: str  # append leaves them in place, a rewrite of the file does not
     version: int  # the schema version in force at their end (the last start's)
     skipped: list[int] = field(default_factory=list)  # the numbers of the lines that are not JSON objects
     cache_version: int = CACHE_VERSION
@@ -400,7 +401,7 @@ def columns(run: RunDir) -> Rows:
     if done is None or (done.size, done.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
         with open(run.metrics, "rb") as f:
             if done is None or not _appended(f, done, stat.st_size):
-                rows, done = None, Parsed(0, 0, 0, 0, "", SCHEMA_VERSION)
+                rows, done = None, Parsed(0, 0, 0, 0, "", "", SCHEMA_VERSION)
             f.seek(done.parsed)
             new, done = parse(f.read(stat.st_size - done.parsed), done)  # not what a writer appended since stat
         rows = new if rows is None else rows + new
@@ -416,10 +417,14 @@ def columns(run: RunDir) -> Rows:
 
 
 def _appended(f: typing.BinaryIO, done: Parsed, size: int) -> bool:
-    """Whether the file still holds what `done` parsed, at the same place (lines were only appended)."""
-    if size < done.parsed:
+    """Whether the file only grew since `done` (an append): it is larger, and what `done` parsed begins and
+    ends with the same bytes as then. (A file of the same size with a new modification time was rewritten.)"""
+    if size <= done.size:
         return False
-    tail = bytes.fromhex(done.tail)
+    head, tail = bytes.fromhex(done.head), bytes.fromhex(done.tail)
+    f.seek(0)
+    if f.read(len(head)) != head:
+        return False
     f.seek(done.parsed - len(tail))
     return f.read(len(tail)) == tail
 
@@ -438,6 +443,7 @@ def parse(data: bytes, before: Parsed) -> tuple[Rows, Parsed]:
     starts = rows.whole("start")
     return rows, Parsed(size=0, mtime_ns=0, parsed=before.parsed + len(whole),
                         lines=before.lines + whole.count(b"\n"),
+                        head=(bytes.fromhex(before.head) + whole)[:TAIL_BYTES].hex(),
                         tail=(bytes.fromhex(before.tail) + whole)[-TAIL_BYTES:].hex(),
                         version=starts[-1].get("schema_version", 1) if starts else before.version,
                         skipped=before.skipped + [before.lines + n for n in skipped])
