@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness import records
-from harness.records import Rows
 from harness.ledger import CATEGORIES, ledger, starts
+from harness.records import Rows
 from harness.run_dir import RunDir, read_jsonl
 from harness.spec import CheckpointConfig
 from harness.train.saving import plan, young_interval
