@@ -236,8 +236,8 @@ def plot_loss(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figur
                        for (label, value), style in zip(references.items(), (":", "-."), strict=False)]
     set_x(ax, x, log=True)
     ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title("Loss: train (EMA solid" + (", mean of the seeds with their range" if several else ", raw faint")
-                 + ") and validation (dashed, markers)")
+    ax.set_title("Loss: train EMA (solid; the seeds' mean, their range as a band) and val (dashed)" if several
+                 else "Loss: train (EMA solid, raw faint) and validation (dashed, markers)")
     styles = [Line2D([], [], color="k", lw=1.8, label="train loss (EMA)"),
               Line2D([], [], color="k", ls="--", marker="o", ms=5, label="val loss")]
     if several:
@@ -270,7 +270,9 @@ def plot_throughput(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) ->
     axes[0].set_ylabel("tokens / s (all devices)")
     axes[0].yaxis.set_major_formatter(FuncFormatter(human))
     axes[0].set_ylim(bottom=0)
-    axes[0].set_title("Throughput (EMA solid, raw faint)" + (f"\n{note}" if note else ""))
+    several = any(len(line.runs) > 1 for line in drawn)
+    axes[0].set_title(("Throughput (EMA; the seeds' mean, their range as a band)" if several else
+                       "Throughput (EMA solid, raw faint)") + (f"\n{note}" if note else ""))
     legend(axes[0], drawn, loc="lower right")
     if with_mfu:
         axes[1].set_ylabel("MFU (fraction of peak bf16 FLOP/s)")

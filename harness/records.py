@@ -503,10 +503,12 @@ def load_cache(path: Path) -> tuple[Rows | None, Parsed | None]:
 
 
 def save_cache(path: Path, rows: Rows, done: Parsed) -> None:
-    """The cache, atomically (harness.atomic): an Arrow IPC file, LZ4-compressed, whose metadata holds
-    the rows kept whole and what the file was parsed from."""
+    """The cache, atomically (harness.atomic; not waiting for the disk: a cache lost in a crash, or cut
+    short, is unreadable and rebuilt): an Arrow IPC file, LZ4-compressed, whose metadata holds the rows
+    kept whole and what the file was parsed from."""
     schema = SCHEMA.with_metadata({"parsed": json.dumps(dataclasses.asdict(done)), "whole": json.dumps(rows.whole())})
-    with replacing(path) as f, pa.ipc.new_file(f, schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as out:
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with replacing(path, durable=False) as f, pa.ipc.new_file(f, schema, options=options) as out:
         out.write_table(rows.table.combine_chunks())
 
 

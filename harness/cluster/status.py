@@ -20,6 +20,7 @@ import math
 import statistics
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -35,6 +36,7 @@ STRAGGLER_SHOWN = 1.5  # ... by at least this ratio (or the run's cluster.stragg
 # --sort: the keys of a run's status, and whether the largest comes first (losses and ETAs: the smallest).
 SORTS = {"val_loss": False, "train_loss": False, "eval": True, "tokens_per_s": True, "goodput": True, "step": True,
          "restarts": True, "eta_s": False, "name": False, "state": False}
+READERS = 4  # threads that read runs
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
@@ -111,10 +113,12 @@ def run_status(run: RunDir, slurm: tuple[dict[str, str], dict[str, str]] | None 
 
 
 def statuses(runs: list[RunDir]) -> list[dict]:
-    """Every run's status, with one question to Slurm for all of them."""
+    """Every run's status, with one question to Slurm for all of them. Runs are read by a few threads: a
+    first look at a sweep waits for its files and pyarrow's JSON reader, both of which let others go on."""
     jobs = [read_jsonl(run.jobs) for run in runs]
     slurm = slurm_states(sorted({str(last_job(j)["job_id"]) for j in jobs if last_job(j)}))
-    return [run_status(run, slurm, j) for run, j in zip(runs, jobs, strict=True)]
+    with ThreadPoolExecutor(READERS) as pool:
+        return list(pool.map(lambda run, j: run_status(run, slurm, j), runs, jobs))
 
 
 # ----------------------------------------------------------------------------- a sweep: filters, order, summary

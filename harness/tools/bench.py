@@ -433,7 +433,7 @@ def bench_sweep(args: argparse.Namespace) -> dict:
     from harness.tools import sweep
 
     out = Path(args.dir or "log/bench/sweep")
-    source = Path(args.source) if args.source else sweep.source_run(out, str(_shakespeare_dir(args.data)))
+    source = Path(args.source) if args.source else sweep.source_run(out, lambda: str(_shakespeare_dir(args.data)))
     runs, lrs = out / "runs", [1e-3, 3e-3, 1e-2, 3e-2]
     found = sorted(p.parent for p in runs.glob("*/config.json"))
     if len(found) != len(lrs) * args.seeds or args.fresh:
@@ -441,13 +441,13 @@ def bench_sweep(args: argparse.Namespace) -> dict:
         found = [r.path for r in sweep.make_sweep(source, runs, lrs, args.seeds, args.rows, args.val_every)]
     rows, size = sweep.sweep_size([RunDir(p) for p in found])
     figures = {"runs": len(found), "train_rows": rows, "metrics_mb": round(size / 1e6, 1), "code": args.code,
-               **sweep.measure(runs, out, Path(args.code))}
+               **sweep.measure(runs, out, Path(args.code), ("first",) if args.once else ("first", "second"))}
     table = [("sweep", f"{len(found)} runs ({len(lrs)} lrs x {args.seeds} seeds), {rows:,} train rows, "
                        f"{figures['metrics_mb']} MB of metrics.jsonl (made from {source})")]
     for name in ("status", "plots", "report"):
-        first, second = figures[f"{name}_first"], figures[f"{name}_second"]
-        table.append((name, f"{first['seconds']} s, {first['peak_mb']} MB peak; again: {second['seconds']} s, "
-                            f"{second['peak_mb']} MB (load average {first['load']}, {second['load']})"))
+        first, second = figures[f"{name}_first"], figures.get(f"{name}_second")
+        again = f"; again: {second['seconds']} s, {second['peak_mb']} MB (load {second['load']})" if second else ""
+        table.append((name, f"{first['seconds']} s, {first['peak_mb']} MB peak (load {first['load']}){again}"))
     table.append(("report page", f"{figures['report_mb']} MB"))
     return report("sweep", figures, table)
 
@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-every", type=int, default=250, help="sweep: steps between val rows")
     p.add_argument("--code", default=".", help="sweep: the checkout of the harness whose commands are timed")
     p.add_argument("--fresh", action="store_true", help="sweep: make the sweep again even if --dir has one")
+    p.add_argument("--once", action="store_true", help="sweep: each command once (a checkout with no cache)")
     args = p.parse_args(argv)
     benches = {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
                "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare, "comm": bench_comm,

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -190,20 +190,33 @@ def sweep_size(runs: list[RunDir]) -> tuple[int, int]:
 
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> dict:
-    """Wall seconds and peak resident set (MB: the kernel's maximum for the process, from wait4) of a
-    command, with its stdout; raises with its stderr when it fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode:
-        raise RuntimeError(f"{shlex.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return {"seconds": seconds, "peak_mb": usage.ru_maxrss / 1024, "stdout": stdout}
+# `python -m MODULE ARGS` that writes its peak resident set (VmHWM, which exec resets) to the file named by
+# HARNESS_PEAK_FILE as it exits. The kernel's maxrss (wait4, /usr/bin/time) would not do from here: a child
+# spawned by a process that has imported torch starts from that process's memory, which exec keeps in it.
+PEAK = """import runpy, sys, os
+module, sys.argv = sys.argv[1], sys.argv[1:]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+finally:
+    peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    open(os.environ["HARNESS_PEAK_FILE"], "w").write(peak)
+"""
+
+
+def timed(module: str, *args: str, cwd: Path | None = None) -> dict:
+    """Wall seconds and peak resident set (MB) of `python -m MODULE ARGS` run from `cwd`, with its stdout;
+    raises with its stderr when it fails."""
+    with tempfile.TemporaryDirectory() as tmp:
+        peak, out, err = (Path(tmp) / name for name in ("peak", "out", "err"))
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", PEAK, module, *args], cwd=cwd, stdout=stdout, stderr=stderr,
+                                  env=os.environ | {"HARNESS_PEAK_FILE": str(peak)})
+            seconds = time.perf_counter() - t0
+        if done.returncode:
+            raise RuntimeError(f"python -m {module} {shlex.join(args)} failed ({done.returncode}):\n"
+                               f"{err.read_text()[-3000:]}")
+        return {"seconds": seconds, "peak_mb": int(peak.read_text()) / 1024, "stdout": out.read_text()}
 
 
 # ----------------------------------------------------------------------------- the benchmark
@@ -217,20 +230,22 @@ SOURCE_ARGS = ["--name", "tiny", "--model.n_layer", "2", "--model.n_head", "2", 
                "--eval.sample_tokens", "16", "--log.wandb", "disabled"]
 
 
-def source_run(out: Path, data: str) -> Path:
-    """The real run to copy rows from: trained here (about a minute on one core) unless it exists."""
+def source_run(out: Path, data: Callable[[], str]) -> Path:
+    """The real run to copy rows from: trained here (about a minute on one core, on the data dir `data()`
+    gives) unless it exists."""
     run = out / "source"
     if not RunDir(run).summary.exists():
         subprocess.run([sys.executable, "-m", "harness.train", "experiments/shakespeare.py", "--run_dir", str(run),
-                        "--data.dir", data, *SOURCE_ARGS], check=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
+                        "--data.dir", data(), *SOURCE_ARGS], check=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
                        stdout=subprocess.DEVNULL)
     return run
 
 
-def measure(sweep: Path, out: Path, code: Path) -> dict:
-    """status, plots and report on `sweep`, each run twice (the first with no cache beside any run's metrics):
-    wall seconds and peak resident set of each, with `code` (a checkout of the harness) as the working
-    directory, and the load average of the machine before each."""
+def measure(sweep: Path, out: Path, code: Path, looks: tuple[str, ...] = ("first", "second")) -> dict:
+    """status, plots and report on `sweep`, each run once per look (the first with no cache beside any run's
+    metrics; a checkout that has none needs one look): wall seconds and peak resident set of each, with
+    `code` (a checkout of the harness) as the working directory, and the load average of the machine
+    before each."""
     figures: dict = {}
     commands = {"status": ["harness.status", str(sweep)],
                 "plots": ["analysis.plots", str(sweep), "--out", str(out / "plots")],
@@ -238,9 +253,9 @@ def measure(sweep: Path, out: Path, code: Path) -> dict:
     for name, command in commands.items():
         for cache in RunDir(sweep).path.glob("*/metrics.arrow"):
             cache.unlink()
-        for look in ("first", "second"):
+        for look in looks:
             load = os.getloadavg()[0]
-            done = timed([sys.executable, "-m", *command], cwd=code)
+            done = timed(*command, cwd=code)
             figures[f"{name}_{look}"] = {"seconds": round(done["seconds"], 2), "peak_mb": round(done["peak_mb"]),
                                          "load": round(load, 2)}
     figures["report_mb"] = round((out / "report.html").stat().st_size / 1e6, 2)
