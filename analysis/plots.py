@@ -18,7 +18,7 @@ bins of equal width on a log axis), so a figure holds a few thousand points howe
 
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +127,7 @@ class Lines:
     colorbar: ScalarMappable | None = None
     colorbar_label: str = ""
 
-    def __iter__(self):  # noqa: ANN204 - an iterator of Line
+    def __iter__(self) -> Iterator[Line]:
         return iter(self.lines)
 
 

@@ -30,8 +30,9 @@ from analysis.plots import DPI, SUMMARY_FORMATS, figures, formatted
 from analysis.runs import Run, run_parser, runs_or_exit, summary_table
 from harness.atomic import write_text
 from harness.run_dir import RunDir
-from harness.spec import SpecError, flatten
+from harness.spec import SpecError
 
+WHOLE_SPECS = 20  # up to this many runs, each run's section holds its whole spec; past it, the page holds it once
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1280px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
@@ -76,14 +77,14 @@ def field_table(fields: dict[str, object], names: list[str]) -> str:
     return f'<div class="table"><table><tbody>{rows}</tbody></table></div>'
 
 
-def run_section(run: Run, anchor: str, state: str, differing: list[str], page_dir: Path) -> str:
+def run_section(run: Run, anchor: str, state: str, differing: list[str], page_dir: Path, whole: bool = True) -> str:
     """One run: state, links to its files (RunDir names them), the fields where it differs from the
-    other runs, its samples, and its whole spec folded away."""
+    other runs, its samples, and (`whole`) its whole spec folded away."""
     rd = RunDir(run.dir)
     files = [link(p, page_dir, p.name) for p in (rd.config, rd.metrics, rd.errors, rd.jobs, rd.summary)
              if p.exists()]
     files += [link(p, page_dir, f"{rd.checkpoints.name}/{p.name}") for p in rd.checkpoint_dirs()]
-    fields = flatten(run.spec)
+    fields = run.fields
     parts = [f'<h3 id="{anchor}">{esc(run.label)}</h3>',
              f'<p>state: <span class="state">{esc(state)}</span> · <span class="muted">{esc(run.dir)}</span></p>',
              f"<p>files: {' · '.join(files) or 'none'}</p>"]
@@ -94,8 +95,9 @@ def run_section(run: Run, anchor: str, state: str, differing: list[str], page_di
         parts.append(f"<p>sample at step {esc(row.step)}:</p><pre>{esc(row.text)}</pre>")
     if samples.empty:
         parts.append('<p class="muted">no text samples</p>')
-    parts.append(f"<details><summary>whole spec ({len(fields)} fields)</summary>{field_table(fields, list(fields))}"
-                 "</details>")
+    if whole:
+        parts.append(f"<details><summary>whole spec ({len(fields)} fields)</summary>"
+                     f"{field_table(fields, list(fields))}</details>")
     return "\n".join(parts)
 
 
@@ -140,11 +142,16 @@ def report(runs: list[Run], page: Path, by: tuple[str, ...] = ("seed",), x: str 
     page_dir = page.parent
     table = summary_table(runs)
     anchors = [f"run-{i}" for i in range(len(runs))]
-    differing = sweep.differing_fields([r.spec for r in runs], set(sweep.IGNORED))
+    differing = sweep.differing_fields([r.fields for r in runs], set(sweep.IGNORED))
     shown = [figure_html(fig, stem) for stem, fig in figures(runs, x, by, top, rank_by).items() if fig is not None]
     contents = "".join(f'<li><a href="#{a}">{esc(r.label)}</a></li>' for a, r in zip(anchors, runs, strict=True))
-    sections = [run_section(r, a, state, differing, page_dir)
+    whole = len(runs) <= WHOLE_SPECS
+    sections = [run_section(r, a, state, differing, page_dir, whole)
                 for r, a, state in zip(runs, anchors, table["state"], strict=True)]
+    if not whole:  # the same hundred fields in every run: once, for all
+        shared = [k for k in runs[0].fields if k not in differing]
+        sections.insert(0, f"<details><summary>the spec all {len(runs)} runs share ({len(shared)} fields; each "
+                           f"run's own is its config.json)</summary>{field_table(runs[0].fields, shared)}</details>")
     return "\n".join([
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f"<title>harness report: {len(runs)} runs</title><style>{CSS}</style></head><body>",

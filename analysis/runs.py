@@ -16,6 +16,7 @@ import argparse
 import fnmatch
 import functools
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,12 @@ from harness import records
 from harness.data.manifest import DataError, load_manifest
 from harness.ledger import Ledger
 from harness.run_dir import RunDir, find_runs, read_jsonl
-from harness.spec import Experiment, read_spec
+from harness.spec import Experiment, flatten, read_spec
 
 # The trace's bins: equal widths on a log axis of steps, BINS_PER_DECADE per factor of ten, so every step
 # up to ~40 has a bin of its own and a run of 5,000 steps draws in ~250 points, 500,000 in ~450.
 BINS_PER_DECADE = 100
+READERS = 4  # threads that load runs
 EMPTY = ["kind", "step", "tokens", "hours", "restart"]  # the columns of a curve with no rows
 SMALL_KINDS = ("val", "sample")  # curves kept with the run (and each "eval/TASK"); train is read again when asked for
 
@@ -43,6 +45,11 @@ class Run:
     summary: records.Summary  # the run's summary (harness.records): the one the trainer and status show
     trace: pd.DataFrame = field(repr=False)  # the train curve in bins (see `trace`)
     _curves: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def fields(self) -> dict[str, object]:
+        """The spec as dotted names ({"optim.lr": 0.002, ...}: harness.spec.flatten), computed once."""
+        return flatten(self.spec)
 
     def columns(self) -> records.Rows:
         """Every metrics row, in columns, read again (from the cache beside metrics.jsonl)."""
@@ -181,11 +188,11 @@ def load_runs(paths: list[str | Path], pattern: str | None = None) -> list[Run]:
     found = {}
     for run in find_runs([str(p) for p in paths]):
         found.setdefault(run.path.resolve(), run.path)  # each run once, under the path it was first given as
-    runs = []
-    for d in found.values():
-        spec = read_spec(RunDir(d))
-        if not pattern or fnmatch.fnmatch(spec.name, pattern) or fnmatch.fnmatch(d.name, pattern):
-            runs.append(load_run(d, spec=spec))
+    specs = {d: read_spec(RunDir(d)) for d in found.values()}
+    chosen = [d for d, spec in specs.items()
+              if not pattern or fnmatch.fnmatch(spec.name, pattern) or fnmatch.fnmatch(d.name, pattern)]
+    with ThreadPoolExecutor(READERS) as pool:  # reading and parsing files let the other threads go on
+        runs = list(pool.map(lambda d: load_run(d, spec=specs[d]), chosen))
     names = [r.spec.name for r in runs]
     for r in runs:
         if names.count(r.spec.name) > 1:  # e.g. the same experiment file run into two directories

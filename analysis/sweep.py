@@ -24,7 +24,7 @@ from matplotlib import colormaps
 
 from analysis.runs import Run
 from harness.run_dir import RunDir
-from harness.spec import DERIVED, Experiment, SpecError, diff, flatten
+from harness.spec import DERIVED, SpecError
 
 # Differ between any two runs (name, run_dir) or follow from other fields: never part of a setting's identity.
 IGNORED = ("name", "run_dir", *DERIVED)
@@ -45,25 +45,26 @@ def settings(runs: list[Run], by: tuple[str, ...] = ("seed",)) -> list[Setting]:
     left_out = set(by) | set(IGNORED)
     members: dict[str, list[Run]] = {}
     for run in runs:
-        fields = flatten(run.spec)
+        fields = run.fields
         unknown = [f for f in by if f not in fields]
         if unknown:
             raise SpecError(f"--by {unknown[0]}: no such field in {RunDir(run.dir).config}")
         key = json.dumps({k: v for k, v in fields.items() if k not in left_out}, sort_keys=True, default=str)
         members.setdefault(key, []).append(run)
-    swept = differing_fields([group[0].spec for group in members.values()], left_out)
+    swept = differing_fields([group[0].fields for group in members.values()], left_out)
     out = []
     for group in members.values():
-        values = {k: flatten(group[0].spec)[k] for k in swept}
+        values = {k: group[0].fields[k] for k in swept}
         label = ", ".join(f"{k}={v}" for k, v in values.items()) or \
             os.path.commonprefix([r.spec.name for r in group]).rstrip("-_.") or group[0].label
         out.append(Setting(label, group, values))
     return out
 
 
-def differing_fields(specs: list[Experiment], left_out: set[str]) -> list[str]:
-    """The dotted spec fields whose values are not the same in all `specs`, less `left_out`."""
-    return sorted({k for spec in specs for k in diff(specs[0], spec)} - left_out) if specs else []
+def differing_fields(specs: list[dict[str, object]], left_out: set[str]) -> list[str]:
+    """The dotted spec fields (Run.fields) whose values are not the same in all `specs`, less `left_out`."""
+    first = specs[0] if specs else {}
+    return sorted({k for spec in specs for k in spec.keys() | first.keys() if spec.get(k) != first.get(k)} - left_out)
 
 
 def numeric_sweep(found: list[Setting]) -> str | None:
