@@ -5,7 +5,8 @@ band, and whether the groups' final and best val losses differ by more than the 
     python -m analysis.compare log/ --by seed data.dir                  # runs that differ in seed or data: one group
 
 A group is the runs whose specs are equal once the --by fields (default: seed), name and run_dir are
-left out. Its runs share the eval schedule, so their val losses are averaged at equal token counts.
+left out (a setting of analysis.sweep). Its runs share the eval schedule, so their val losses are
+averaged at equal token counts.
 Writes compare.png, compare.md, compare_groups.csv and compare_pairs.csv.
 
 Statistics (scipy.stats): the 95% interval of a mean is Student's t, mean +- t(0.975, n-1) s / sqrt(n).
@@ -14,12 +15,10 @@ Hedges' g: the difference of means over the pooled standard deviation (Cohen's d
 1 - 3 / (4 (n_a + n_b) - 9), which removes d's upward bias at small n.
 """
 
-import argparse
-import json
-import os
 import sys
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
@@ -28,15 +27,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from analysis.plots import colors, markdown, new_figure, positive_x, save, set_x
+from analysis import sweep
+from analysis.plots import markdown, new_figure, positive_x, save, set_x
 from analysis.runs import Run, run_parser, runs_or_exit, summarize
+from analysis.sweep import Setting
 from harness.atomic import write_text
-from harness.run_dir import RunDir
-from harness.spec import DERIVED, Experiment, SpecError, diff, flatten
+from harness.spec import SpecError
 
 CONFIDENCE = 0.95
-# Differ between any two runs (name, run_dir) or follow from other fields: never part of a group's identity.
-IGNORED = ("name", "run_dir", *DERIVED)
 METRICS = ("final_val_loss", "best_val_loss")
 GROUP_COLUMNS = ["group", "metric", "n", "mean", "std", "min", "max", "ci95_low", "ci95_high"]
 PAIR_COLUMNS = ["metric", "a", "b", "n_a", "n_b", "mean_b_minus_a", "welch_t", "welch_df", "p_value", "hedges_g"]
@@ -46,51 +44,31 @@ FORMATS: dict[str, Callable[[object], str]] = {
 
 
 @dataclass
-class Group:
-    label: str
-    runs: list[Run]
-    summaries: list[dict]  # analysis.runs.summarize of each run, in the same order
+class Group(Setting):
+    summaries: list[dict] = field(default_factory=list)  # analysis.runs.summarize of each run, in the same order
 
     def values(self, metric: str) -> np.ndarray:
         return np.array([s[metric] for s in self.summaries], dtype=float)
 
 
 def group_runs(runs: list[Run], by: tuple[str, ...] = ("seed",)) -> list[Group]:
-    """Runs with a val loss, grouped by their spec less `by`, name and run_dir; groups in the order of
-    their first run. A label says what sets a group apart: the fields where the groups differ, or
-    with one group, what its runs' names share."""
-    left_out = set(by) | set(IGNORED)
-    members: dict[str, list[Run]] = {}
+    """Runs with a val loss, grouped by their spec less `by`, name and run_dir (analysis.sweep.settings);
+    groups in the order of their first run. A label says what sets a group apart: the fields where the
+    groups differ, or with one group, what its runs' names share."""
+    scored = []
     for run in runs:
-        fields = flatten(run.spec)
-        unknown = [f for f in by if f not in fields]
-        if unknown:
-            raise SpecError(f"--by {unknown[0]}: no such field in {RunDir(run.dir).config}")
         if run.curve("val").empty:
             print(f"note: {run.label} has no val rows yet; left out of the comparison", file=sys.stderr)
-            continue
-        key = json.dumps({k: v for k, v in fields.items() if k not in left_out}, sort_keys=True, default=str)
-        members.setdefault(key, []).append(run)
-    differing = differing_fields([group[0].spec for group in members.values()], left_out)
-    groups = []
-    for group in members.values():
-        if differing:
-            fields = flatten(group[0].spec)
-            label = ", ".join(f"{k}={fields[k]}" for k in differing)
         else:
-            label = os.path.commonprefix([r.spec.name for r in group]).rstrip("-_.") or group[0].label
-        groups.append(Group(label, group, [summarize(r) for r in group]))
-    return groups
-
-
-def differing_fields(specs: list[Experiment], left_out: set[str]) -> list[str]:
-    """The dotted spec fields whose values are not the same in all `specs`, less `left_out`."""
-    return sorted({k for spec in specs for k in diff(specs[0], spec)} - left_out) if specs else []
+            scored.append(run)
+    return [Group(s.label, s.runs, s.swept, [summarize(r) for r in s.runs]) for s in sweep.settings(scored, by)]
 
 
 def t_interval(mean: float | pd.Series, sem: float | pd.Series, n: int) -> tuple:
-    """The CONFIDENCE interval of a mean of n >= 2 values whose standard error is `sem`."""
-    return stats.t.interval(CONFIDENCE, n - 1, loc=mean, scale=sem)
+    """The CONFIDENCE interval of a mean of n >= 2 values whose standard error is `sem`: mean +- t sem (a
+    standard error of 0, seeds that agree, gives the mean itself, where scipy's t.interval gives NaN)."""
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sem
+    return mean - half, mean + half
 
 
 def spread(values: np.ndarray) -> dict:
@@ -145,9 +123,11 @@ def check_schedules(group: Group) -> None:
     """Warn when the runs of a group did not end at the same token count (one still running, or killed)."""
     ends = {r.label: int(r.curve("val")["tokens"].iloc[-1]) for r in group.runs}
     if len(set(ends.values())) > 1:
-        print(f"warning: group {group.label}: the last val loss is at different token counts "
-              f"({', '.join(f'{k}: {v:,}' for k, v in ends.items())}); final values are not comparable",
-              file=sys.stderr)
+        usual, count = Counter(ends.values()).most_common(1)[0]
+        others = [f"{k}: {v:,}" for k, v in ends.items() if v != usual]
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"warning: group {group.label}: the last val loss is at different token counts ({count} of "
+              f"{len(ends)} runs at {usual:,}; {shown}); final values are not comparable", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- figure
@@ -156,7 +136,7 @@ def check_schedules(group: Group) -> None:
 def plot_groups(groups: list[Group]) -> Figure:
     """Top: each group's mean val loss with its 95% band, its runs faint. Bottom: each run's final val
     loss (dots) and the group's mean with its 95% interval."""
-    color = colors([g.label for g in groups])
+    color = sweep.colors(groups)
     fig, (curves, finals) = new_figure(rows=2, sharex=False)
     for i, g in enumerate(groups):
         c = color[g.label]
@@ -194,14 +174,10 @@ def comparison_markdown(groups: list[Group], table: pd.DataFrame, pairs: pd.Data
             f"Pairs (b - a; Welch's t-test; Hedges' g):\n\n{pair_text}")
 
 
-def add_by_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--by", nargs="+", default=["seed"], metavar="FIELD",
-                   help="spec fields in which the runs of a group may differ (default: seed)")
-
-
 def main(argv: list[str] | None = None) -> list[Path]:
     p = run_parser("python -m analysis.compare", __doc__)
-    add_by_argument(p)
+    p.add_argument("--by", nargs="+", default=["seed"], metavar="FIELD",
+                   help="spec fields in which the runs of a group may differ (default: seed)")
     p.add_argument("--out", default="log/plots", help="output folder (default log/plots/)")
     args = p.parse_args(argv)
 

@@ -1,28 +1,41 @@
-"""Figures and a summary table for one or many runs (an lr sweep overlays on the same axes).
+"""Figures and a summary table for one run or a sweep of hundreds.
 
     python -m analysis.plots                                   # every run under log/ -> log/plots/
     python -m analysis.plots log/ --runs 'shakespeare-lr*' --x step --out log/plots/sweep
     python -m analysis.plots log/fineweb_10b --x hours --svg   # training hours, queue time excluded
+    python -m analysis.plots log/ --top 10 --rank-by hellaswag_nanogpt   # the best-K view by another column
 
 Writes loss.png, throughput.png, lr.png, evals.png (a panel per eval task some run scored), ledger.png (where
-the device-hours went), summary.md and summary.csv; safe to re-run at any time, also while runs are
-still writing.
+the device-hours went), best.png (the K best runs), summary.md and summary.csv; safe to re-run at any time,
+also while runs are still writing.
+
+A sweep is drawn by setting (analysis.sweep: the runs that differ only in their seed): one colour and one
+legend entry per value of the swept field (a sequential colour map when it is one number, such as the
+learning rate), the seeds of a setting as their mean with a band from the lowest to the highest. A run
+alone is drawn raw (faint) and smoothed. Train curves are drawn from each run's trace (analysis.runs:
+bins of equal width on a log axis), so a figure holds a few thousand points however long the runs.
 """
 
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
+from analysis import sweep
 from analysis.runs import Run, data_source, run_parser, runs_or_exit, summary_table
 from harness.atomic import replacing, write_text
+from harness.spec import SpecError
 
 # OpenAI's GPT-2 124M on each dataset's validation split, drawn where a run's data matches.
 VAL_LOSS_REFERENCES = {
@@ -46,11 +59,9 @@ X_LABELS = {
     "hours": "training hours (wall clock, queue time excluded)",
 }
 FIGSIZE, DPI = (8, 5), 100  # 800 x 500 px PNGs of ~30-80 KB
-
-
-def ema(values: pd.Series, points: int) -> pd.Series:
-    """Exponential moving average spanning ~1/20 of the curve (bias-corrected at the start)."""
-    return values.ewm(span=max(1, min(points // 20, 200)), adjust=True).mean()
+MAX_LINES = 20  # settings drawn each in its own colour with a legend entry; more are drawn run by run
+POINTS = 6000  # run by run, each run's line is thinned so that a figure draws about this many points
+LABEL_CHARS = 70  # a legend entry longer than this is cut
 
 
 def human(value: float, _pos: object = None) -> str:
@@ -58,18 +69,6 @@ def human(value: float, _pos: object = None) -> str:
         if abs(value) >= div:
             return f"{value / div:g}{suffix}"
     return f"{value:g}"
-
-
-def colors(labels: list[str]) -> dict[str, tuple]:
-    """A color per label (a run, or a group of runs), distinct for up to 10 (then 20)."""
-    cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
-
-
-def plotted(runs: list[Run], *kinds: str) -> tuple[dict[str, tuple], list[Run]]:
-    """Every run's color (chosen over all runs, so that a run keeps its color in every figure), and the
-    runs that have rows of any of `kinds` to plot."""
-    return colors([r.label for r in runs]), [r for r in runs if any(not r.curve(kind).empty for kind in kinds)]
 
 
 def new_figure(rows: int = 1, sharex: bool = True) -> tuple[Figure, list[Axes]]:
@@ -95,7 +94,7 @@ def set_x(ax: Axes, x: str, log: bool = False) -> None:
 
 def positive_x(df: pd.DataFrame, x: str, log: bool) -> pd.DataFrame:
     """A log axis cannot show x=0 (the evaluation before the first step)."""
-    return df[df[x] > 0] if log and x != "hours" else df
+    return df[df[x] > 0] if log and x != "hours" and not df.empty else df
 
 
 def save(fig: Figure, out: Path, stem: str, svg: bool) -> list[Path]:
@@ -109,21 +108,128 @@ def save(fig: Figure, out: Path, stem: str, svg: bool) -> list[Path]:
     return written
 
 
+# ----------------------------------------------------------------------------- what is drawn: lines
+
+
+@dataclass
+class Line:
+    """What one legend entry stands for: a setting's runs (drawn as their mean and range), or one run."""
+
+    label: str
+    color: tuple
+    runs: list[Run]
+
+
+@dataclass
+class Lines:
+    """The lines of a figure, and how their colours are told: a legend entry each, or (run by run, when
+    the settings are too many for a legend) a colour bar of the swept value."""
+
+    lines: list[Line]
+    colorbar: ScalarMappable | None = None
+    colorbar_label: str = ""
+
+    def __iter__(self) -> Iterator[Line]:
+        return iter(self.lines)
+
+
+def lines(runs: list[Run], by: tuple[str, ...] = ("seed",)) -> Lines:
+    """A line per setting (analysis.sweep), coloured by the swept value, in its order; with more than
+    MAX_LINES settings, a line per run coloured along the first swept number."""
+    found = sweep.ordered(sweep.settings(runs, by))
+    if len(found) <= MAX_LINES:
+        color = sweep.colors(found)
+        return Lines([Line(cut(s.label if len(s.runs) == 1 else f"{s.label} (n={len(s.runs)})"), color[s.label],
+                           s.runs) for s in found])
+    numbers = [k for k, v in found[0].swept.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers:  # nothing to order the colours by: one colour per run, no legend
+        cmap = colormaps["tab20"]
+        return Lines([Line(r.label, cmap(i % cmap.N), [r]) for i, s in enumerate(found) for r in s.runs])
+    name = numbers[0]
+    values = [s.swept[name] for s in found]
+    norm = (LogNorm if min(values) > 0 and max(values) / min(values) > 20 else Normalize)(min(values), max(values))
+    mappable = ScalarMappable(norm, colormaps["viridis"])
+    return Lines([Line(r.label, mappable.to_rgba(s.swept[name]), [r]) for s in found for r in s.runs],
+                 mappable, name)
+
+
+def cut(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+
+
+def across(runs: list[Run], column: str, x: str, kind: str | None = None) -> pd.DataFrame:
+    """`column` of `runs` lined up (their traces bin by bin, or their `kind` curves step by step): columns
+    x (the runs' mean), mean, low and high (the lowest and highest run), n (the runs that have a value)."""
+    frames = [r.trace if kind is None else r.curve(kind).set_index("step", drop=False) for r in runs]
+    frames = [f for f in frames if column in f and not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=["x", "mean", "low", "high", "n"])
+    keys = np.unique(np.concatenate([f.index.to_numpy() for f in frames]))  # the bins (steps) of any run
+    values, xs = (np.full((len(frames), len(keys)), np.nan) for _ in range(2))
+    for i, f in enumerate(frames):
+        at = np.searchsorted(keys, f.index.to_numpy())
+        values[i, at], xs[i, at] = f[column].to_numpy(float), f[x].to_numpy(float)
+    with warnings.catch_warnings():  # a bin no run has a value in: NaN, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = pd.DataFrame({"x": np.nanmean(xs, axis=0), "mean": np.nanmean(values, axis=0),
+                            "low": np.nanmin(values, axis=0), "high": np.nanmax(values, axis=0),
+                            "n": (~np.isnan(values)).sum(axis=0)})
+    return out.dropna(subset=["mean"]).sort_values("x")
+
+
+def draw(ax: Axes, line: Line, column: str, x: str, log: bool, points: int, kind: str | None = None,
+         **style: object) -> bool:
+    """`column` of a line's runs: the mean, and the runs' range as a band (a single run has none). Returns
+    whether anything was drawn."""
+    m = across(line.runs, column, x, kind)
+    if log and x != "hours":
+        m = m[m["x"] > 0]
+    if m.empty:
+        return False
+    m = m.iloc[::max(1, len(m) // points)] if points else m
+    ax.plot(m["x"], m["mean"], color=line.color, **({"lw": 1.8} | style))
+    if len(line.runs) > 1:
+        ax.fill_between(m["x"], m["low"], m["high"], color=line.color, alpha=0.15, lw=0)
+    return True
+
+
+def per_line(drawn: Lines) -> int:
+    """Points per run line when the figure is drawn run by run (0: no thinning)."""
+    return 0 if drawn.colorbar is None and len(drawn.lines) <= MAX_LINES else max(20, POINTS // len(drawn.lines))
+
+
+def legend(ax: Axes, drawn: Lines, extra: list | None = None, loc: str = "upper right") -> None:
+    """A legend entry per line (or the colour bar, run by run), then `extra` handles (styles, references)."""
+    handles = [] if drawn.colorbar else [Line2D([], [], color=line.color, lw=2, label=line.label) for line in drawn]
+    handles += extra or []
+    if drawn.colorbar:
+        ax.figure.colorbar(drawn.colorbar, ax=ax, label=drawn.colorbar_label)
+    if handles:
+        ax.legend(handles=handles, loc=loc, fontsize=8, ncols=2 if len(handles) > 12 else 1)
+
+
+def with_rows(runs: list[Run], *columns: str) -> list[Run]:
+    """The runs whose trace has any of `columns` (those with train rows to draw)."""
+    return [r for r in runs if any(c in r.trace and r.trace[c].notna().any() for c in columns)]
+
+
 # ----------------------------------------------------------------------------- figures
 
 
-def plot_loss(runs: list[Run], x: str) -> Figure | None:
-    color, runs = plotted(runs, "train", "val")
-    if not runs:
+def plot_loss(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figure | None:
+    drawn = lines([r for r in runs if with_rows([r], "loss") or not r.curve("val").empty], by)
+    if not drawn.lines:
         return None
     fig, (ax,) = new_figure()
-    for r in runs:
-        train, val = positive_x(r.curve("train"), x, True), positive_x(r.curve("val"), x, True)
-        if not train.empty:
-            ax.plot(train[x], train["loss"], color=color[r.label], alpha=0.25, lw=0.8)
-            ax.plot(train[x], ema(train["loss"], len(train)), color=color[r.label], lw=1.8)
-        if not val.empty:
-            ax.plot(val[x], val["loss"], color=color[r.label], ls="--", marker="o", ms=5, lw=1.2)
+    points, several = per_line(drawn), any(len(line.runs) > 1 for line in drawn)
+    for line in drawn:
+        if len(line.runs) == 1 and not points:  # a run alone: its raw loss faint, bin by bin with its range
+            draw(ax, line, "loss", x, True, 0, alpha=0.25, lw=0.8)
+            trace = line.runs[0].trace
+            if "loss_min" in trace and not (t := positive_x(trace, x, True)).empty:
+                ax.fill_between(t[x], t["loss_min"], t["loss_max"], color=line.color, alpha=0.12, lw=0)
+        draw(ax, line, "loss_ema", x, True, points, lw=1.8 if not points else 0.8)
+        draw(ax, line, "loss", x, True, points, kind="val", ls="--", marker="o", ms=4 if several else 5, lw=1.2)
     references = {}
     for r in runs:
         source = data_source(r.spec).lower().replace("_", "-")
@@ -132,82 +238,84 @@ def plot_loss(runs: list[Run], x: str) -> Figure | None:
                        for (label, value), style in zip(references.items(), (":", "-."), strict=False)]
     set_x(ax, x, log=True)
     ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title("Loss: train (EMA solid, raw faint) and validation (dashed, markers)")
-    handles = [Line2D([], [], color=color[r.label], lw=2, label=r.label) for r in runs]
-    handles += [Line2D([], [], color="k", lw=1.8, label="train loss (EMA)"),
-                Line2D([], [], color="k", lw=0.8, alpha=0.3, label="train loss (raw)"),
-                Line2D([], [], color="k", ls="--", marker="o", ms=5, label="val loss")]
-    ax.legend(handles=handles + reference_lines, loc="upper right", fontsize=8)
+    ax.set_title("Loss: train EMA (solid; the seeds' mean, their range as a band) and val (dashed)" if several
+                 else "Loss: train (EMA solid, raw faint) and validation (dashed, markers)")
+    styles = [Line2D([], [], color="k", lw=1.8, label="train loss (EMA)"),
+              Line2D([], [], color="k", ls="--", marker="o", ms=5, label="val loss")]
+    if several:
+        styles.append(Line2D([], [], color="k", lw=6, alpha=0.15, label="lowest to highest seed"))
+    else:
+        styles.insert(1, Line2D([], [], color="k", lw=0.8, alpha=0.3, label="train loss (raw)"))
+    legend(ax, drawn, styles + reference_lines)
     return fig
 
 
-def plot_throughput(runs: list[Run], x: str) -> Figure | None:
-    color, runs = plotted(runs, "train")
-    if not runs:
+def plot_throughput(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figure | None:
+    drawn = lines(with_rows(runs, "tokens_per_s"), by)
+    if not drawn.lines:
         return None
-    mfu = {r.label: r.curve("train").dropna(subset=["mfu"]) for r in runs if "mfu" in r.curve("train")}
-    mfu = {label: df for label, df in mfu.items() if not df.empty}
-    missing = [r.label for r in runs if r.label not in mfu]
-    if len(missing) == len(runs):
+    with_mfu = {id(r) for r in with_rows(runs, "mfu")}
+    missing = [r.label for line in drawn for r in line.runs if id(r) not in with_mfu]
+    if len(missing) == sum(len(line.runs) for line in drawn):
         note = "MFU n/a: no peak FLOP/s known for these devices (CPU)"
     else:
-        note = "MFU n/a (no peak FLOP/s known, e.g. CPU): " + ", ".join(missing) if missing else ""
-    fig, axes = new_figure(rows=2 if mfu else 1)
-    ax_tok = axes[0]
-    for r in runs:
-        train = r.curve("train")
-        if "tokens_per_s" not in train:  # no step was timed (a run that stopped at its first step)
-            continue
-        ax_tok.plot(train[x], train["tokens_per_s"], color=color[r.label], alpha=0.25, lw=0.8)
-        ax_tok.plot(train[x], ema(train["tokens_per_s"], len(train)), color=color[r.label], lw=1.8, label=r.label)
-    ax_tok.set_ylabel("tokens / s (all devices)")
-    ax_tok.yaxis.set_major_formatter(FuncFormatter(human))
-    ax_tok.set_ylim(bottom=0)
-    ax_tok.set_title("Throughput (EMA solid, raw faint)" + (f"\n{note}" if note else ""))
-    ax_tok.legend(fontsize=8, loc="lower right")
-    if mfu:
-        ax_mfu = axes[1]
-        for label, df in mfu.items():
-            ax_mfu.plot(df[x], df["mfu"] * 100, color=color[label], lw=1.5, label=label)
-        ax_mfu.set_ylabel("MFU (% of peak bf16 FLOP/s)")
-        ax_mfu.yaxis.set_major_formatter(PercentFormatter(decimals=0))
-        ax_mfu.set_ylim(bottom=0)
-        ax_mfu.legend(fontsize=8, loc="lower right")
+        note = "MFU n/a (no peak FLOP/s known, e.g. CPU): " + cut(", ".join(missing)) if missing else ""
+    fig, axes = new_figure(rows=2 if with_mfu else 1)
+    points = per_line(drawn)
+    for line in drawn:
+        if len(line.runs) == 1 and not points:
+            draw(ax=axes[0], line=line, column="tokens_per_s", x=x, log=False, points=0, alpha=0.25, lw=0.8)
+        draw(axes[0], line, "tokens_per_s_ema", x, False, points)
+        if with_mfu:
+            draw(axes[1], Line(line.label, line.color, [r for r in line.runs if id(r) in with_mfu]), "mfu", x, False,
+                 points, lw=1.5)
+    axes[0].set_ylabel("tokens / s (all devices)")
+    axes[0].yaxis.set_major_formatter(FuncFormatter(human))
+    axes[0].set_ylim(bottom=0)
+    several = any(len(line.runs) > 1 for line in drawn)
+    axes[0].set_title(("Throughput (EMA; the seeds' mean, their range as a band)" if several else
+                       "Throughput (EMA solid, raw faint)") + (f"\n{note}" if note else ""))
+    legend(axes[0], drawn, loc="lower right")
+    if with_mfu:
+        axes[1].set_ylabel("MFU (fraction of peak bf16 FLOP/s)")
+        axes[1].yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+        axes[1].set_ylim(bottom=0)
     set_x(axes[-1], x)
     return fig
 
 
-def plot_lr(runs: list[Run], x: str) -> Figure | None:
-    color, runs = plotted(runs, "train")
-    if not runs:
+def plot_lr(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figure | None:
+    drawn = lines(with_rows(runs, "lr"), by)
+    if not drawn.lines:
         return None
     fig, (ax,) = new_figure()
-    for r in runs:
-        train = r.curve("train")
-        ax.plot(train["step"], train["lr"], color=color[r.label], lw=1.8, label=r.label)
-    style_lr_axes(ax)
+    for line in drawn:
+        draw(ax, line, "lr", "step", False, per_line(drawn))
+    style_lr_axes(ax, legend=False)
     ax.set_title("Learning rate as logged by the trainer")
+    legend(ax, drawn)
     return fig
 
 
-def style_lr_axes(ax: Axes) -> None:
+def style_lr_axes(ax: Axes, legend: bool = True) -> None:
     """Learning rate against step, as logged (plot_lr) or computed from a spec (analysis.lr_schedule)."""
     set_x(ax, "step")
     ax.set_ylabel("learning rate")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=8)
 
 
-def plot_evals(runs: list[Run], x: str) -> Figure | None:
+def plot_evals(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figure | None:
     """One panel per eval task that some run scored: its headline figure (acc_norm where the task has one,
     else acc) against `x`, with the published reference figures where the task has them; then the eval average
     (the unweighted mean of the headline figures, as the summary's eval_average) of runs that scored several."""
     tasks = list(dict.fromkeys(t for r in runs for t in r.tasks()))
     if not tasks:
         return None
-    averages = {r.label: df for r in runs if not (df := positive_x(r.eval_average(), x, True)).empty}
-    color = colors([r.label for r in runs])
+    drawn = lines(runs, by)
+    averages = {id(r): df for r in runs if not (df := positive_x(r.eval_average(), x, True)).empty}
     panels = len(tasks) + bool(averages)
     cols = 1 if panels < 3 else 2
     fig = Figure(figsize=(FIGSIZE[0] * (1 + (cols > 1) * 0.6), FIGSIZE[1] * 0.7 * -(-panels // cols) + 1),
@@ -216,65 +324,77 @@ def plot_evals(runs: list[Run], x: str) -> Figure | None:
     for ax in axes[panels:]:
         ax.set_visible(False)
     for ax, task in zip(axes, tasks, strict=False):
-        eval_panel(ax, runs, task, x, color)
+        eval_panel(ax, drawn, task, x)
     if averages:
         ax = axes[len(tasks)]
-        for label, df in averages.items():
-            ax.plot(df[x], df["average"], color=color[label], marker="o", ms=4, lw=1.5, label=label)
+        for line in drawn:  # a setting's runs: the mean of their averages at each step
+            frames = [averages[id(r)] for r in line.runs if id(r) in averages]
+            if frames:
+                m = pd.concat(frames).groupby("step")[[x, "average"]].mean()
+                ax.plot(m[x], m["average"], color=line.color, marker="o", ms=4, lw=1.5)
         set_x(ax, x, log=True)
         ax.set_title("eval average (unweighted mean of acc_norm, else acc)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        legend(ax, Lines([line for line in drawn if any(id(r) in averages for r in line.runs)], drawn.colorbar,
+                         drawn.colorbar_label), loc="upper left")
     return fig
 
 
-def eval_panel(ax: Axes, runs: list[Run], task: str, x: str, color: dict[str, tuple]) -> None:
-    """One task's headline figure against `x`, per run, with its reference lines."""
-    metric, top = "acc", 0.0
-    for r in runs:
-        df = positive_x(r.curve(f"eval/{task}"), x, True)
-        if df.empty:
-            continue
-        metric = "acc_norm" if "acc_norm" in df and df["acc_norm"].notna().any() else "acc"
-        n = int(df["examples"].iloc[-1]) if "examples" in df else None
-        ax.plot(df[x], df[metric], color=color[r.label], marker="o", ms=4, lw=1.5,
-                label=f"{r.label} (n={n:,})" if n else r.label)
-        top = max(top, float(df[metric].max()))
+def eval_panel(ax: Axes, drawn: Lines, task: str, x: str) -> None:
+    """One task's headline figure against `x`, a line per setting (its runs' mean and range), with the task's
+    published reference figures."""
+    kind = f"eval/{task}"
+    scored = [c for line in drawn for r in line.runs if not (c := r.curve(kind)).empty]
+    metric = "acc_norm" if any("acc_norm" in c and c["acc_norm"].notna().any() for c in scored) else "acc"
+    examples = max((int(c["examples"].iloc[-1]) for c in scored if "examples" in c), default=None)
+    for line in drawn:
+        draw(ax, line, metric, x, True, 0, kind=kind, marker="o", ms=4, lw=1.5)
+    top = max(float(c[metric].max()) for c in scored if metric in c)
     references = TASK_REFERENCES.get(task, [])
-    for (label, value), style in zip(references, ("-.", "--", ":"), strict=False):
-        ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+    extra = [ax.axhline(value, color="0.3", ls=style, lw=1.2, label=label)
+             for (label, value), style in zip(references, ("-.", "--", ":"), strict=False)]
     set_x(ax, x, log=True)
     if references:
         ax.set_ylim(min(v for _, v in references) - 0.03, max(top, *(v for _, v in references)) + 0.03)
-    ax.grid(True, alpha=0.3)
     ax.set_ylabel(f"{task} {metric}")
-    ax.set_title(f"{task} ({metric})")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"{task} ({metric}" + (f", n={examples:,}" if examples else "") + ")")
+    ax.grid(True, alpha=0.3)
+    legend(ax, Lines([line for line in drawn if any(not r.curve(kind).empty for r in line.runs)], drawn.colorbar,
+                     drawn.colorbar_label), extra, loc="upper left")
 
 
 LEDGER_COLORS = {"productive": "tab:green", "startup": "tab:blue", "eval": "tab:cyan", "checkpoint": "tab:purple",
                  "lost": "tab:red", "shutdown": "tab:gray", "other": "lightgray"}
 
 
-def plot_ledger(runs: list[Run], x: str) -> Figure | None:
-    """Where each run's device-hours went, one horizontal bar per run (readable for a sweep of 20),
-    with its goodput (productive / allocated) at the end of the bar and its queue hours beside it."""
+def plot_ledger(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",)) -> Figure | None:
+    """Where the device-hours went, one horizontal bar per run (per setting, summed over its runs, when
+    there are more than MAX_LINES runs), with its goodput (productive / allocated) at the end of the bar
+    and its queue hours beside it."""
     runs = [r for r in runs if r.ledger.allocated_device_hours > 0]
     if not runs:
         return None
-    fig = Figure(figsize=(FIGSIZE[0], 1.6 + 0.35 * len(runs)), layout="constrained")
+    bars = [(r.label, [r]) for r in runs]
+    if len(runs) > MAX_LINES:
+        found = sweep.ordered(sweep.settings(runs, by))
+        bars = [(f"{s.label} ({len(s.runs)} runs)", s.runs) for s in found] if len(found) <= 2 * MAX_LINES else \
+            [(f"all {len(runs)} runs", runs)]
+    fig = Figure(figsize=(FIGSIZE[0], 1.6 + 0.35 * len(bars)), layout="constrained")
     ax = fig.subplots()
     ax.grid(True, axis="x", alpha=0.3)
-    y = np.arange(len(runs))[::-1]
-    left = np.zeros(len(runs))
+    y = np.arange(len(bars))[::-1]
+    left = np.zeros(len(bars))
     for category, color in LEDGER_COLORS.items():
-        hours = np.array([max(0.0, r.ledger.device_hours[category]) for r in runs])
+        hours = np.array([sum(max(0.0, r.ledger.device_hours[category]) for r in members) for _, members in bars])
         ax.barh(y, hours, left=left, color=color, label=category, height=0.7)
         left += hours
-    for yi, r, end in zip(y, runs, left, strict=True):
-        queue = f", queued {duration(r.ledger.queue_hours * 3600)}" if r.ledger.queue_hours else ""
-        ax.text(end, yi, f" {r.ledger.goodput:.0%}{queue}", va="center", fontsize=8)
-    ax.set_yticks(y, [r.label for r in runs], fontsize=8)
+    for yi, (_, members), end in zip(y, bars, left, strict=True):
+        allocated = sum(r.ledger.allocated_device_hours for r in members)
+        productive = sum(r.ledger.device_hours["productive"] for r in members)
+        queued = sum(r.ledger.queue_hours for r in members)
+        queue = f", queued {duration(queued * 3600)}" if queued else ""
+        ax.text(end, yi, f" {productive / allocated:.0%}{queue}", va="center", fontsize=8)
+    ax.set_yticks(y, [cut(label) for label, _ in bars], fontsize=8)
     ax.set_xlabel("device-hours (allocated; queue time not included)")
     ax.set_xlim(right=left.max() * 1.25)
     ax.set_title("Where the device-hours went (goodput = productive / allocated)")
@@ -290,13 +410,47 @@ def duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-FIGURES: dict[str, Callable[[list[Run], str], Figure | None]] = {
+def plot_best(runs: list[Run], x: str, top: int = 5, rank_by: str = "final_val_loss") -> Figure | None:
+    """The `top` best runs by a summary column (analysis.sweep.best), each in its own colour, over the
+    range of all the runs (grey): None when there are no more runs than that."""
+    if len(runs) <= top:
+        return None
+    table = summary_table(runs)
+    chosen = sweep.best(table, top, rank_by)
+    if chosen.empty:
+        return None
+    fig, (ax,) = new_figure()
+    everyone = Line(f"all {len(runs)} runs: lowest to highest", (0.5, 0.5, 0.5, 1.0), runs)
+    spread = across(runs, "loss_ema", x)
+    spread = spread[spread["x"] > 0] if x != "hours" else spread
+    ax.fill_between(spread["x"], spread["low"], spread["high"], color=everyone.color, alpha=0.25, lw=0)
+    cmap, shown = colormaps["tab10"], []
+    for rank, (i, row) in enumerate(chosen.iterrows()):
+        line = Line(cut(f"{rank + 1}. {row['run']} ({rank_by} {row[rank_by]:.4f})"), cmap(rank % 10), [runs[i]])
+        draw(ax, line, "loss_ema", x, True, 0, lw=1.5)
+        draw(ax, line, "loss", x, True, 0, kind="val", ls="--", marker="o", ms=4, lw=1.0)
+        shown.append(line)
+    set_x(ax, x, log=True)
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.set_title(f"The {len(shown)} best of {len(runs)} runs by {rank_by}: train (EMA solid), val (dashed)")
+    grey = Line2D([], [], color=everyone.color, lw=6, alpha=0.25, label=everyone.label)
+    legend(ax, Lines(shown), [grey])
+    return fig
+
+
+FIGURES: dict[str, Callable[[list[Run], str, tuple[str, ...]], Figure | None]] = {
     "loss": plot_loss,
     "throughput": plot_throughput,
     "lr": plot_lr,
     "evals": plot_evals,
     "ledger": plot_ledger,
 }
+
+
+def figures(runs: list[Run], x: str, by: tuple[str, ...] = ("seed",), top: int = 5,
+            rank_by: str = "final_val_loss") -> dict[str, Figure | None]:
+    """Every figure of `runs` by its file stem; None where the runs have nothing to draw."""
+    return {stem: plot(runs, x, by) for stem, plot in FIGURES.items()} | {"best": plot_best(runs, x, top, rank_by)}
 
 
 # ----------------------------------------------------------------------------- table
@@ -324,9 +478,9 @@ def formatted(table: pd.DataFrame, formats: dict[str, Callable[[object], str]]) 
 
 def markdown(table: pd.DataFrame, formats: dict[str, Callable[[object], str]] = SUMMARY_FORMATS) -> str:
     shown = formatted(table, formats)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    lines_ = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines_ += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines_) + "\n"
 
 
 def write_table(table: pd.DataFrame, out: Path) -> list[Path]:
@@ -345,19 +499,24 @@ def main(argv: list[str] | None = None) -> list[Path]:
     p.add_argument("--out", default="log/plots", help="output folder (default log/plots/)")
     p.add_argument("--x", choices=list(X_LABELS), default="tokens", help="x axis of loss, throughput and evals")
     p.add_argument("--svg", action="store_true", help="write SVGs besides the PNGs")
+    sweep.add_arguments(p)
     args = p.parse_args(argv)
 
     runs = runs_or_exit(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        drawn = figures(runs, args.x, tuple(args.by), args.top, args.rank_by)
+    except SpecError as e:
+        sys.exit(f"error: {e}")
     written = []
-    for stem, plot in FIGURES.items():
-        fig = plot(runs, args.x)
+    for stem, fig in drawn.items():
         if fig is None:
             # Leave no figure from an earlier invocation that this one's runs do not support.
             for fmt in ("png", "svg"):
                 (out / f"{stem}.{fmt}").unlink(missing_ok=True)
-            print(f"note: no {stem} rows in these runs; {stem}.png skipped", file=sys.stderr)
+            why = f"no more than --top {args.top} runs" if stem == "best" else f"no {stem} rows in these runs"
+            print(f"note: {why}; {stem}.png skipped", file=sys.stderr)
             continue
         written += save(fig, out, stem, args.svg)
     table = summary_table(runs)

@@ -1,9 +1,11 @@
 """One self-contained HTML page about a set of runs, to copy off an offline cluster and open on a laptop:
-the summary table, the seed comparison, every figure, and for each run its spec where it differs from
-the others', its state, its text samples and links to its files.
+for a sweep, what it varies and its best K runs; the summary table, the seed comparison, every figure
+(analysis.plots: a sweep drawn by setting), and for each run its spec where it differs from the others',
+its state, its text samples and links to its files.
 
     python -m analysis.report                                         # every run under log/ -> log/report.html
     python -m analysis.report log/ --runs 'shakespeare-seed*' --out log/seeds.html
+    python -m analysis.report log/ --top 10 --rank-by best_val_loss   # the best-K table and figure by another column
 
 Figures are inline PNGs (base64 data URIs) and the style sheet is inline; there are no scripts and
 nothing is fetched, so the one file is the whole report. Links to a run's files are relative to the
@@ -23,13 +25,14 @@ from urllib.parse import quote
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import compare
-from analysis.plots import DPI, FIGURES, SUMMARY_FORMATS, formatted
+from analysis import compare, sweep
+from analysis.plots import DPI, SUMMARY_FORMATS, figures, formatted
 from analysis.runs import Run, run_parser, runs_or_exit, summary_table
 from harness.atomic import write_text
 from harness.run_dir import RunDir
-from harness.spec import SpecError, flatten
+from harness.spec import SpecError
 
+WHOLE_SPECS = 20  # up to this many runs, each run's section holds its whole spec; past it, the page holds it once
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; max-width: 1280px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
@@ -74,14 +77,14 @@ def field_table(fields: dict[str, object], names: list[str]) -> str:
     return f'<div class="table"><table><tbody>{rows}</tbody></table></div>'
 
 
-def run_section(run: Run, anchor: str, state: str, differing: list[str], page_dir: Path) -> str:
+def run_section(run: Run, anchor: str, state: str, differing: list[str], page_dir: Path, whole: bool = True) -> str:
     """One run: state, links to its files (RunDir names them), the fields where it differs from the
-    other runs, its samples, and its whole spec folded away."""
+    other runs, its samples, and (`whole`) its whole spec folded away."""
     rd = RunDir(run.dir)
     files = [link(p, page_dir, p.name) for p in (rd.config, rd.metrics, rd.errors, rd.jobs, rd.summary)
              if p.exists()]
     files += [link(p, page_dir, f"{rd.checkpoints.name}/{p.name}") for p in rd.checkpoint_dirs()]
-    fields = flatten(run.spec)
+    fields = run.fields
     parts = [f'<h3 id="{anchor}">{esc(run.label)}</h3>',
              f'<p>state: <span class="state">{esc(state)}</span> · <span class="muted">{esc(run.dir)}</span></p>',
              f"<p>files: {' · '.join(files) or 'none'}</p>"]
@@ -92,8 +95,9 @@ def run_section(run: Run, anchor: str, state: str, differing: list[str], page_di
         parts.append(f"<p>sample at step {esc(row.step)}:</p><pre>{esc(row.text)}</pre>")
     if samples.empty:
         parts.append('<p class="muted">no text samples</p>')
-    parts.append(f"<details><summary>whole spec ({len(fields)} fields)</summary>{field_table(fields, list(fields))}"
-                 "</details>")
+    if whole:
+        parts.append(f"<details><summary>whole spec ({len(fields)} fields)</summary>"
+                     f"{field_table(fields, list(fields))}</details>")
     return "\n".join(parts)
 
 
@@ -116,23 +120,47 @@ def comparison_html(runs: list[Run], by: tuple[str, ...]) -> str:
     ])
 
 
-def report(runs: list[Run], page: Path, by: tuple[str, ...] = ("seed",), x: str = "tokens") -> str:
+def sweep_html(runs: list[Run], table: pd.DataFrame, by: tuple[str, ...], top: int, rank_by: str) -> str:
+    """What the runs vary (their settings) and the best K of them; nothing for fewer runs than K + 1."""
+    found = sweep.ordered(sweep.settings(runs, by))
+    swept = sorted({k for s in found for k in s.swept})
+    sizes = sorted({len(s.runs) for s in found})
+    what = f"{len(runs)} runs in {len(found)} setting{'s' * (len(found) > 1)}"
+    if swept:
+        what += " of " + ", ".join(swept) + f" ({', '.join(s.label for s in found)})"
+    each = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]} to {sizes[-1]}"
+    what += f"; {each} run{'s' * (sizes[-1] > 1)} each, differing only in {', '.join(by)}"
+    parts = ["<h2>Sweep</h2>", f"<p>{esc(what)}</p>"]
+    if len(runs) > top:
+        chosen = sweep.best(table, top, rank_by)
+        parts += [f"<p>The {len(chosen)} best by {esc(rank_by)}:</p>", table_html(chosen, SUMMARY_FORMATS)]
+    return "\n".join(parts)
+
+
+def report(runs: list[Run], page: Path, by: tuple[str, ...] = ("seed",), x: str = "tokens", top: int = 5,
+           rank_by: str = "final_val_loss") -> str:
     page_dir = page.parent
     table = summary_table(runs)
     anchors = [f"run-{i}" for i in range(len(runs))]
-    differing = compare.differing_fields([r.spec for r in runs], set(compare.IGNORED))
-    figures = [figure_html(fig, stem) for stem, plot in FIGURES.items() if (fig := plot(runs, x)) is not None]
+    differing = sweep.differing_fields([r.fields for r in runs], set(sweep.IGNORED))
+    shown = [figure_html(fig, stem) for stem, fig in figures(runs, x, by, top, rank_by).items() if fig is not None]
     contents = "".join(f'<li><a href="#{a}">{esc(r.label)}</a></li>' for a, r in zip(anchors, runs, strict=True))
-    sections = [run_section(r, a, state, differing, page_dir)
+    whole = len(runs) <= WHOLE_SPECS
+    sections = [run_section(r, a, state, differing, page_dir, whole)
                 for r, a, state in zip(runs, anchors, table["state"], strict=True)]
+    if not whole:  # the same hundred fields in every run: once, for all
+        shared = [k for k in runs[0].fields if k not in differing]
+        sections.insert(0, f"<details><summary>the spec all {len(runs)} runs share ({len(shared)} fields; each "
+                           f"run's own is its config.json)</summary>{field_table(runs[0].fields, shared)}</details>")
     return "\n".join([
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
         f"<title>harness report: {len(runs)} runs</title><style>{CSS}</style></head><body>",
         f"<h1>harness report: {len(runs)} runs</h1>",
         f'<p class="muted">written {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} by python -m analysis.report</p>',
+        sweep_html(runs, table, by, top, rank_by) if len(runs) > 1 else "",
         "<h2>Summary</h2>", table_html(table, SUMMARY_FORMATS),
         comparison_html(runs, by),
-        "<h2>Figures</h2>", *figures,
+        "<h2>Figures</h2>", *shown,
         "<h2>Runs</h2>", f"<ul>{contents}</ul>", *sections,
         "</body></html>\n",
     ])
@@ -141,13 +169,13 @@ def report(runs: list[Run], page: Path, by: tuple[str, ...] = ("seed",), x: str 
 def main(argv: list[str] | None = None) -> Path:
     p = run_parser("python -m analysis.report", __doc__)
     p.add_argument("--out", type=Path, default=Path("log/report.html"), help="the page (default log/report.html)")
-    compare.add_by_argument(p)
+    sweep.add_arguments(p)
     args = p.parse_args(argv)
 
     runs = runs_or_exit(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        page = report(runs, args.out, tuple(args.by))
+        page = report(runs, args.out, tuple(args.by), top=args.top, rank_by=args.rank_by)
     except SpecError as e:
         sys.exit(f"error: {e}")
     write_text(args.out, page)

@@ -38,16 +38,22 @@ def publish(tmp: Path, final: Path) -> None:
 
 
 @contextmanager
-def replacing(path: Path, mode: str = "wb") -> Iterator[IO]:
+def replacing(path: Path, mode: str = "wb", durable: bool = True) -> Iterator[IO]:
     """A file to stream into that replaces `path` when the block ends without an exception; if it
-    raises, `path` is untouched and the temporary file removed."""
+    raises, `path` is untouched and the temporary file removed. `durable=False` is for a cache, which its
+    reader checks and rebuilds: the replacement is as atomic, but nothing waits for the disk (a cache of
+    each of hundreds of runs, written by one harness.status, would wait for it hundreds of times)."""
     tmp = temporary_name(path)
     try:
         with open(tmp, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if durable:
+            publish(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -13,19 +13,28 @@ harness.status and analysis all show; a command that adds rows later rewrites it
 This module imports neither torch nor the spec.
 """
 
+import contextlib
 import dataclasses
 import functools
+import io
 import json
 import statistics
 import subprocess
 import time
+import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc  # noqa: F401 - pa.ipc
+import pyarrow.json as pj
+
 from harness import ledger
-from harness.atomic import write_text
-from harness.run_dir import RunDir, read_jsonl, run_state
+from harness.atomic import replacing, write_text
+from harness.run_dir import RunDir, read_jsonl, state_of
 
 SCHEMA_VERSION = 2
 
@@ -194,10 +203,11 @@ def as_dict(row: Row, restart: int) -> dict:
 # ----------------------------------------------------------------------------- reading, of any version
 
 
-def upgrade(rows: list[dict]) -> list[dict]:
+def upgrade(rows: list[dict], version: int = SCHEMA_VERSION) -> list[dict]:
     """Rows of any schema version in the current one. The version of a row is its start's (rows before
-    the first start, e.g. a standalone preflight's, are read as the current version)."""
-    version, out = SCHEMA_VERSION, []
+    the first start, e.g. a standalone preflight's, are of `version`: the current one, unless they
+    continue rows read before)."""
+    out = []
     for row in rows:
         if row["kind"] == "start":
             version = row.get("schema_version", 1)
@@ -213,30 +223,310 @@ def read(run: RunDir) -> list[dict]:
     return upgrade([r for r in read_jsonl(run.metrics) if "kind" in r])
 
 
-def history(rows: list[dict]) -> tuple[int, dict | None]:
+def history(rows: "Rows") -> tuple[int, dict | None]:
     """What a new start needs from the earlier ones: how many there were, and the last stop row."""
-    stops = [r for r in rows if r["kind"] == "stop"]
-    return sum(r["kind"] == "start" for r in rows), stops[-1] if stops else None
+    stops = rows.whole("stop")
+    return len(rows.whole("start")), stops[-1] if stops else None
+
+
+# ----------------------------------------------------------------------------- the rows in columns
+
+# The kinds of nearly every row, read into columns (every field of theirs). Every row has its kind,
+# restart and time in columns; rows of the other kinds (start, stop, preflight, and any kind this code
+# does not know) are kept whole as well, as dicts.
+BULK = (Train, Val, Eval, Sample, Checkpoint, Ready)
+BULK_KINDS = tuple(cls.kind for cls in BULK)
+PY_TYPES = {pa.int64(): int, pa.float64(): float, pa.string(): str, pa.bool_(): bool}
+NUMPY_TYPES = {pa.int64(): np.int64, pa.float64(): np.float64}
+CACHE_VERSION = 2  # of the cache's layout: a cache of another version is rebuilt
+TAIL_BYTES = 64  # the start and end of the parsed part, kept to recognise an append
+
+
+def _arrow_type(cls: type, name: str, hint: object) -> pa.DataType:
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    types = [t for t, py in PY_TYPES.items() if py is args[0]]
+    if len(args) != 1 or not types:
+        raise TypeError(f"{cls.__name__}.{name}: {hint} is not a scalar; its kind cannot be in BULK")
+    return types[0]
+
+
+def _schema() -> pa.Schema:
+    """kind, restart and time, then the fields of the BULK kinds, in order, once each."""
+    fields = {"kind": pa.string(), "restart": pa.int64(), "time": pa.float64()}
+    for cls in BULK:
+        for name, hint in typing.get_type_hints(cls).items():
+            if fields.setdefault(name, _arrow_type(cls, name, hint)) != _arrow_type(cls, name, hint):
+                raise TypeError(f"{cls.__name__}.{name}: another kind has a field of this name and another type")
+    return pa.schema(list(fields.items()))
+
+
+SCHEMA = _schema()
+
+
+def fields_of(kind: str) -> list[str]:
+    """The columns a row of `kind` fills: kind, restart and time, and its own fields (for a BULK kind), or
+    every column."""
+    cls = KINDS.get(kind)
+    if cls not in BULK:
+        return SCHEMA.names
+    return ["kind", "restart", "time", *(f.name for f in dataclasses.fields(cls))]
+
+
+class Rows:
+    """A run's rows in columns, in file order: every field of the BULK kinds, and the kind, restart and
+    time of every row; the rows of other kinds (start, stop, preflight, ...) also whole, as dicts. What
+    summaries, harness.status and analysis read (`read` gives every row as a dict, as written)."""
+
+    def __init__(self, table: pa.Table, whole: list[dict]):
+        self.table = table
+        self._whole = whole
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """One field of every row: numbers (floats with NaN where a row has none; integers while every
+        row has one), booleans (False where missing), or text (objects, None where missing; the kind
+        as fixed-width text, which numpy compares in C)."""
+        if name not in self._arrays:
+            if name == "kind":
+                kinds = self.table.column(name).to_pylist()
+                self._arrays[name] = np.array(kinds, dtype=f"U{max(map(len, kinds), default=1)}")
+            else:
+                self._arrays[name] = _numpy(self.table.column(name))
+        return self._arrays[name]
+
+    def kind(self, *kinds: str) -> np.ndarray:
+        """Which rows are of `kinds`."""
+        return np.logical_or.reduce([self["kind"] == k for k in kinds]) if kinds else np.zeros(len(self), bool)
+
+    def kept(self, kind: str, where: np.ndarray | None = None) -> np.ndarray:
+        """The indices of the rows of `kind` (and `where`), one per step, sorted by step: a step logged again
+        by a later start (which resumed from an earlier checkpoint) keeps the later row, the one that led to
+        the final model."""
+        rows = np.flatnonzero((self["kind"] == kind) & (True if where is None else where))[::-1]  # latest first:
+        return rows[np.unique(self["step"][rows], return_index=True)[1]]  # np.unique keeps the first
+
+    def whole(self, kind: str | None = None) -> list[dict]:
+        """The rows kept whole (of `kind`), in file order."""
+        return [r for r in self._whole if kind is None or r["kind"] == kind]
+
+    def dicts(self, kind: str) -> list[dict]:
+        """The rows of a BULK `kind` as dicts of the fields they have: for the kinds with few rows (eval)."""
+        rows = [self.table.slice(i, 1).to_pylist()[0] for i in np.flatnonzero(self["kind"] == kind)]
+        return [{k: v for k, v in row.items() if v is not None} for row in rows]
+
+    def state(self, now: float | None = None) -> str:
+        """How the run stands (harness.run_dir.run_state)."""
+        stops = self.whole("stop")
+        return state_of([r["time"] for r in self.whole("start")], stops[-1] if stops else None,
+                        float(self["time"].max()) if len(self) else None, now)
+
+    def __add__(self, more: "Rows") -> "Rows":
+        return Rows(pa.concat_tables([self.table, more.table]), self._whole + more._whole)
+
+    @classmethod
+    def from_dicts(cls, rows: list[dict]) -> "Rows":
+        """Rows (of the current schema) as dicts, in columns. A value of the wrong type for its column (in a
+        row of a kind that shares a field name with a BULK kind) is left out of the column."""
+        rows = [r for r in rows if "kind" in r]
+        columns = [_array([r.get(f.name) for r in rows], f.type) for f in SCHEMA]
+        return cls(pa.Table.from_arrays(columns, schema=SCHEMA), [r for r in rows if r["kind"] not in BULK_KINDS])
+
+
+def _array(values: list, type_: pa.DataType) -> pa.Array:
+    def fits(v: object) -> bool:
+        if v is None:
+            return True
+        if isinstance(v, bool):
+            return type_ == pa.bool_()
+        return isinstance(v, PY_TYPES[type_]) or (type_ == pa.float64() and isinstance(v, int))
+
+    return pa.array(values if all(map(fits, values)) else [v if fits(v) else None for v in values], type_)
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column in numpy, read from its Arrow buffers: pyarrow's own to_numpy imports pandas, which costs
+    a login-node command (harness.status) a second and 100 MB."""
+    parts = [_numpy_chunk(chunk) for chunk in column.chunks]
+    if not parts:
+        return np.array([], dtype=object if column.type == pa.string() else NUMPY_TYPES.get(column.type, bool))
+    return np.concatenate(parts)
+
+
+def _numpy_chunk(a: pa.Array) -> np.ndarray:
+    if a.type == pa.string():
+        return np.array(a.to_pylist(), dtype=object)
+    n = len(a)
+    if a.null_count == n:  # its buffers may be empty
+        return np.zeros(n, bool) if a.type == pa.bool_() else np.full(n, np.nan)
+
+    def bits(buffer: pa.Buffer) -> np.ndarray:
+        return np.unpackbits(np.frombuffer(buffer, np.uint8), bitorder="little")[a.offset:a.offset + n].view(bool)
+
+    validity, data = a.buffers()[:2]
+    valid = bits(validity) if a.null_count else None
+    if a.type == pa.bool_():
+        return bits(data) if valid is None else bits(data) & valid  # a missing boolean is False
+    values = np.frombuffer(data, NUMPY_TYPES[a.type])[a.offset:a.offset + n]
+    if valid is None:
+        return values
+    values = values.astype(np.float64)
+    values[~valid] = np.nan
+    return values
+
+
+@dataclass
+class Parsed:
+    """How much of metrics.jsonl a table holds (stored in the cache, to tell what changed since)."""
+
+    size: int  # metrics.jsonl's size and modification time when it was read
+    mtime_ns: int
+    parsed: int  # the bytes read into the table: up to the end of the last whole line
+    lines: int  # the lines in them
+    head: str  # their first and last TAIL_BYTES bytes (hex; the times in the rows make them unique): an
+    tail: str  # append leaves them in place, a rewrite of the file does not
+    version: int  # the schema version in force at their end (the last start's)
+    skipped: list[int] = field(default_factory=list)  # the numbers of the lines that are not JSON objects
+    cache_version: int = CACHE_VERSION
+
+
+def columns(run: RunDir) -> Rows:
+    """Every metrics row of `run` (each has a kind) in columns, in file order, in the current schema.
+
+    From the cache beside metrics.jsonl (RunDir.metrics_cache) when the file's size and modification time
+    are those it was made from; when the file only grew (an append: the cache's last bytes are still in
+    place), the cache plus the lines after them; otherwise from the whole file. The cache is then
+    rewritten (atomically; a directory that cannot be written goes without). As `read` does, a line
+    that is not a whole JSON object (cut short by a crash) is skipped with one warning naming the file."""
+    try:
+        stat = run.metrics.stat()
+    except FileNotFoundError:
+        return Rows(SCHEMA.empty_table(), [])
+    rows, done = load_cache(run.metrics_cache)
+    if done is None or (done.size, done.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+        with open(run.metrics, "rb") as f:
+            if done is None or not _appended(f, done, stat.st_size):
+                rows, done = None, Parsed(0, 0, 0, 0, "", "", SCHEMA_VERSION)
+            f.seek(done.parsed)
+            new, done = parse(f.read(stat.st_size - done.parsed), done)  # not what a writer appended since stat
+        rows = new if rows is None else rows + new
+        done.size, done.mtime_ns = stat.st_size, stat.st_mtime_ns
+        with contextlib.suppress(OSError):
+            save_cache(run.metrics_cache, rows, done)
+    skipped = done.skipped + ([done.lines + 1] if stat.st_size > done.parsed else [])
+    if skipped:
+        where = ", ".join(map(str, skipped[:5])) + (" ..." if len(skipped) > 5 else "")
+        warnings.warn(f"{run.metrics}: skipping {len(skipped)} truncated or corrupt line(s) (line {where})",
+                      stacklevel=2)
+    return rows
+
+
+def _appended(f: typing.BinaryIO, done: Parsed, size: int) -> bool:
+    """Whether the file only grew since `done` (an append): it is larger, and what `done` parsed begins and
+    ends with the same bytes as then. (A file of the same size with a new modification time was rewritten.)"""
+    if size <= done.size:
+        return False
+    head, tail = bytes.fromhex(done.head), bytes.fromhex(done.tail)
+    f.seek(0)
+    if f.read(len(head)) != head:
+        return False
+    f.seek(done.parsed - len(tail))
+    return f.read(len(tail)) == tail
+
+
+def parse(data: bytes, before: Parsed) -> tuple[Rows, Parsed]:
+    """The whole lines of `data` (the file after what `before` parsed) in columns, and what has been
+    parsed with them. Rows of the current schema go through pyarrow's JSON reader; when it refuses the
+    chunk (a line that is not a JSON object, rows of an older schema version), line by line."""
+    whole = data[: data.rfind(b"\n") + 1]  # the rest is a line cut short, or still being written
+    rows, skipped = None, []
+    if before.version == SCHEMA_VERSION:
+        with contextlib.suppress(pa.ArrowInvalid):
+            rows = _fast(whole)
+    if rows is None:
+        rows, skipped = _slow(whole, before)
+    starts = rows.whole("start")
+    return rows, Parsed(size=0, mtime_ns=0, parsed=before.parsed + len(whole),
+                        lines=before.lines + whole.count(b"\n"),
+                        head=(bytes.fromhex(before.head) + whole)[:TAIL_BYTES].hex(),
+                        tail=(bytes.fromhex(before.tail) + whole)[-TAIL_BYTES:].hex(),
+                        version=starts[-1].get("schema_version", 1) if starts else before.version,
+                        skipped=before.skipped + [before.lines + n for n in skipped])
+
+
+PARSE_OPTIONS = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore")
+
+
+def _fast(whole: bytes) -> Rows | None:
+    """pyarrow's JSON reader on whole lines of the current schema; None where it cannot serve: an object
+    without a kind, a start of an older schema version."""
+    lines = [line for line in whole.split(b"\n") if line.strip()]
+    if not lines:
+        return Rows(SCHEMA.empty_table(), [])
+    options = pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(whole)))  # one block: no line straddles
+    table = pj.read_json(io.BytesIO(whole), read_options=options, parse_options=PARSE_OPTIONS).select(SCHEMA.names)
+    kinds = table.column("kind").to_pylist()
+    if table.num_rows != len(lines) or None in kinds:
+        return None
+    whole_rows = [json.loads(lines[i]) for i, kind in enumerate(kinds) if kind not in BULK_KINDS]
+    if any(r.get("schema_version", 1) != SCHEMA_VERSION for r in whole_rows if r["kind"] == "start"):
+        return None
+    return Rows(table, whole_rows)
+
+
+def _slow(whole: bytes, before: Parsed) -> tuple[Rows, list[int]]:
+    """Line by line: the rows (upgraded from the version in force), and the numbers of the lines (from 1
+    in `whole`) that are not JSON objects."""
+    rows, bad = [], []
+    for n, line in enumerate(whole.decode("utf-8", errors="replace").split("\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            bad.append(n)
+        elif "kind" in row:
+            rows.append(row)
+    return Rows.from_dicts(upgrade(rows, before.version)), bad
+
+
+def load_cache(path: Path) -> tuple[Rows | None, Parsed | None]:
+    """The rows a cache holds and what they were parsed from; (None, None) if there is none, or it is
+    unreadable or of another layout."""
+    try:
+        with pa.OSFile(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            meta = reader.schema.metadata
+            done = Parsed(**json.loads(meta[b"parsed"]))
+            if done.cache_version != CACHE_VERSION or not reader.schema.remove_metadata().equals(SCHEMA):
+                return None, None
+            return Rows(reader.read_all().replace_schema_metadata(None), json.loads(meta[b"whole"])), done
+    except (OSError, pa.ArrowInvalid, KeyError, TypeError, ValueError):
+        return None, None
+
+
+def save_cache(path: Path, rows: Rows, done: Parsed) -> None:
+    """The cache, atomically (harness.atomic; not waiting for the disk: a cache lost in a crash, or cut
+    short, is unreadable and rebuilt): an Arrow IPC file, LZ4-compressed, whose metadata holds the rows
+    kept whole and what the file was parsed from."""
+    schema = SCHEMA.with_metadata({"parsed": json.dumps(dataclasses.asdict(done)), "whole": json.dumps(rows.whole())})
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with replacing(path, durable=False) as f, pa.ipc.new_file(f, schema, options=options) as out:
+        out.write_table(rows.table.combine_chunks())
 
 
 # ----------------------------------------------------------------------------- how a run stands
 
 def state(run: RunDir, now: float | None = None) -> str:
     """How `run` stands (harness.run_dir.run_state), from its records."""
-    return run_state(read(run), now)
+    return columns(run).state(now)
 
 
 # ----------------------------------------------------------------------------- the run summary
-
-
-def kept(rows: list[dict], kind: str) -> list[dict]:
-    """The rows of `kind`, one per step: a step logged again by a later start (which resumed from an
-    earlier checkpoint) keeps the later row, the one that led to the final model. Sorted by step."""
-    by_step: dict[int, dict] = {}
-    for r in rows:
-        if r["kind"] == kind:
-            by_step[r["step"]] = r
-    return [by_step[s] for s in sorted(by_step)]
 
 
 def latest_evals(rows: list[dict]) -> dict[str, dict]:
@@ -290,34 +580,38 @@ class Summary:
         return dataclasses.asdict(self)
 
 
-def summarize(rows: list[dict], jobs: list[dict], now: float | None = None) -> Summary:
-    """The summary of a run from its rows (current schema) and its job records."""
-    starts = [r for r in rows if r["kind"] == "start"]
+def summarize(rows: Rows | list[dict], jobs: list[dict], now: float | None = None) -> Summary:
+    """The summary of a run from its rows (in columns, or as dicts of the current schema) and its job
+    records."""
+    rows = rows if isinstance(rows, Rows) else Rows.from_dicts(rows)
+    starts = rows.whole("start")
     first, last = (starts[0], starts[-1]) if starts else ({}, {})
-    train, val = kept(rows, "train"), kept(rows, "val")
+    train, val = rows.kept("train"), rows.kept("val")
+    loss, speed, mfu = rows["loss"], rows["tokens_per_s"], rows["mfu"]
     evals = {task: {"step": r["step"], "examples": r.get("examples"), "acc": r["acc"], "acc_norm": r.get("acc_norm"),
-                    "headline": headline(r)} for task, r in sorted(latest_evals(rows).items())}
-    recent = [r for r in train if r.get("tokens_per_s")][-20:]
-    mfus = [r["mfu"] for r in recent if r.get("mfu") is not None]
+                    "headline": headline(r)} for task, r in sorted(latest_evals(rows.dicts("eval")).items())}
+    recent = train[np.nan_to_num(speed[train]) != 0][-20:]  # the last 20 timed rows
+    mfus = mfu[recent][~np.isnan(mfu[recent])]
     book = ledger.ledger(rows, jobs)
     return Summary(
         schema_version=SCHEMA_VERSION,
-        state=run_state(rows, now),
-        steps=max((r["step"] for r in rows if r["kind"] in ("train", "checkpoint")), default=0),
+        state=rows.state(now),
+        steps=int(rows["step"][rows.kind("train", "checkpoint")].max(initial=0)),
         total_steps=last.get("total_steps"),
-        tokens=train[-1]["tokens"] if train else 0,
+        tokens=int(rows["tokens"][train[-1]]) if len(train) else 0,
         parameters=first.get("parameters"),
         parameters_non_embedding=first.get("parameters_non_embedding"),
         flops_per_token=first.get("flops_per_token"),
-        flops=first["flops_per_token"] * train[-1]["tokens"] if train and first.get("flops_per_token") else None,
-        train_loss=train[-1]["loss"] if train else None,
-        val_loss=val[-1]["loss"] if val else None,
-        best_val_loss=min(r["loss"] for r in val) if val else None,
-        val_bpb=val[-1].get("bpb") if val else None,
+        flops=first["flops_per_token"] * float(rows["tokens"][train[-1]]) if len(train) and first.get(
+            "flops_per_token") else None,
+        train_loss=number(loss[train[-1]]) if len(train) else None,
+        val_loss=number(loss[val[-1]]) if len(val) else None,
+        best_val_loss=float(loss[val].min()) if len(val) else None,
+        val_bpb=number(rows["bpb"][val[-1]]) if len(val) else None,
         evals=evals,
         eval_average=statistics.fmean(e["headline"] for e in evals.values()) if evals else None,
-        tokens_per_s=statistics.median(r["tokens_per_s"] for r in recent) if recent else None,
-        mfu=statistics.median(mfus) if mfus else None,
+        tokens_per_s=statistics.median(speed[recent].tolist()) if len(recent) else None,
+        mfu=statistics.median(mfus.tolist()) if len(mfus) else None,
         restarts=max(0, len(starts) - 1),
         devices=f"{last['world_size']} x {last['device']}" if last else None,
         hosts=list(dict.fromkeys(last.get("hosts", []))),
@@ -330,9 +624,14 @@ def summarize(rows: list[dict], jobs: list[dict], now: float | None = None) -> S
     )
 
 
+def number(value: float) -> float | None:
+    """A column's value as JSON has it: None where the row had none (NaN)."""
+    return None if np.isnan(value) else float(value)
+
+
 def refresh_summary(run: RunDir) -> Summary:
     """Derive `run`'s summary from its records and write summary.json (atomically)."""
-    summary = summarize(read(run), read_jsonl(run.jobs))
+    summary = summarize(columns(run), read_jsonl(run.jobs))
     write_text(run.summary, json.dumps(summary.to_dict(), indent=1) + "\n")
     return summary
 

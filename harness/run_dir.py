@@ -3,6 +3,7 @@
     RUN_DIR/
       config.json     the resolved spec; a restart or resubmission checks itself against it
       metrics.jsonl   the trainer's rows (their kinds: harness.records), append-only across restarts
+      metrics.arrow   the same rows in columns, a cache that readers rebuild whenever metrics.jsonl changes
       errors.jsonl    one row per failing rank: time, rank, host, step, error, traceback
       jobs.jsonl      one row per Slurm job that ran the run: job id, how it was submitted, log, layout
       exclusions.jsonl  nodes the run moved off (bad preflight, straggler, hung), with the evidence; kept out for good
@@ -123,14 +124,20 @@ def run_state(rows: list[dict], now: float | None = None) -> State:
     failed, failed (non-finite loss)) unless a start came after it; otherwise it is running (rows in
     the last 5 minutes), interrupted (ended without a stop row: killed, or its node died), or new."""
     rows = [r for r in rows if "kind" in r]
-    if not rows:
-        return "new"
-    starts = [r["time"] for r in rows if r["kind"] == "start"]
     stops = [r for r in rows if r["kind"] == "stop"]
-    if stops and (not starts or max(starts) <= stops[-1]["time"]):
-        return STOPPED.get(stops[-1]["reason"], "failed")
+    return state_of([r["time"] for r in rows if r["kind"] == "start"], stops[-1] if stops else None,
+                    max((r["time"] for r in rows), default=None), now)
+
+
+def state_of(starts: list[float], last_stop: dict | None, last_time: float | None, now: float | None = None) -> State:
+    """`run_state` from what it reads of the rows: the start rows' times, the last stop row, and the time
+    of the last row (None: no rows)."""
+    if last_time is None:
+        return "new"
+    if last_stop and (not starts or max(starts) <= last_stop["time"]):
+        return STOPPED.get(last_stop["reason"], "failed")
     now = time.time() if now is None else now
-    return "running" if now - max(r["time"] for r in rows) < RUNNING_WINDOW_S else "interrupted"
+    return "running" if now - last_time < RUNNING_WINDOW_S else "interrupted"
 
 
 # ----------------------------------------------------------------------------- checkpoint directories
@@ -161,6 +168,7 @@ class RunDir:
         self.path = Path(path)
         self.config = self.path / CONFIG
         self.metrics = self.path / "metrics.jsonl"
+        self.metrics_cache = self.path / "metrics.arrow"  # metrics.jsonl in columns (harness.records.columns)
         self.errors = self.path / "errors.jsonl"
         self.jobs = self.path / "jobs.jsonl"
         self.exclusions = self.path / "exclusions.jsonl"
@@ -189,10 +197,8 @@ class RunDir:
         append_jsonl(self.jobs, {"time": round(time.time(), 3), **fields})
 
     def last_job(self) -> dict | None:
-        """The newest job recorded by harness.submit or sbatch/train.sh (not the ends of its steps, nor what
-        Slurm's accounting said of it later)."""
-        jobs = [j for j in read_jsonl(self.jobs) if j.get("event", "submit") in ("submit", "start")]
-        return jobs[-1] if jobs else None
+        """The newest job recorded by harness.submit or sbatch/train.sh (`last_job`)."""
+        return last_job(read_jsonl(self.jobs))
 
     def record_error(self, **fields: object) -> None:
         append_jsonl(self.errors, {"time": round(time.time(), 3), **fields})
@@ -228,6 +234,12 @@ class RunDir:
     def newest_checkpoint_step(self) -> int | None:
         found = self.checkpoint_dirs()
         return checkpoint_step(found[-1]) if found else None
+
+
+def last_job(jobs: list[dict]) -> dict | None:
+    """Of a run's job records, the newest job recorded by harness.submit or sbatch/train.sh (not the ends of
+    its steps, nor what Slurm's accounting said of it later)."""
+    return next((j for j in reversed(jobs) if j.get("event", "submit") in ("submit", "start")), None)
 
 
 def find_runs(paths: list[str]) -> list[RunDir]:

@@ -44,7 +44,7 @@ def test_the_ledger_of_a_run_interrupted_twice_adds_up(shakespeare_dir: Path, tm
                timeout=400, logs=logs)
 
     run = RunDir(run_dir)
-    found = starts(records.read(run), read_jsonl(run.jobs))
+    found = starts(records.columns(run), read_jsonl(run.jobs))
     assert [s.restart for s in found] == [0, 1, 2]
     for s in found:  # every second of every start in a category, up to a second
         assert set(s.seconds) == set(CATEGORIES) and abs(s.seconds["other"]) < 1.0, (s.restart, s.seconds)

@@ -8,6 +8,7 @@ import pytest
 
 from harness import records
 from harness.ledger import CATEGORIES, ledger, starts
+from harness.records import Rows
 from harness.run_dir import RunDir, read_jsonl
 from harness.spec import CheckpointConfig
 from harness.train.saving import plan, young_interval
@@ -29,12 +30,12 @@ def test_every_second_of_a_start_is_in_one_category() -> None:
         {"kind": "stop", "restart": 0, "step": 6, "time": 120.0, "reason": "finished"},
     ]
     jobs = [{"time": 90.0, "job_id": "7"}, {"time": 121.0, "event": "step_end", "job_id": "7"}]
-    (s,) = starts(rows, jobs)
+    (s,) = starts(Rows.from_dicts(rows), jobs)
     assert s.seconds == pytest.approx({"startup": 8.0, "productive": 7.0, "lost": 0.0, "eval": 2.0,
                                        "checkpoint": 1.0, "shutdown": 1.0, "other": 2.0})
     assert sum(s.seconds.values()) == pytest.approx(s.wall) and s.wall == 21.0
     assert s.queued_at == 90.0 and s.devices == 2
-    total = ledger(rows, jobs)
+    total = ledger(Rows.from_dicts(rows), jobs)
     assert total.queue_hours == pytest.approx(10 / 3600, abs=1e-6)  # rounded to the 1/1,000,000 h
     assert total.device_hours["productive"] == pytest.approx(2 * 7 / 3600, abs=1e-6)
     assert total.goodput == pytest.approx(7 / 21, abs=1e-4)
@@ -50,7 +51,7 @@ def test_steps_recomputed_after_a_resume_from_an_older_checkpoint_are_lost() -> 
             {"kind": "start", "restart": 1, "step": 4, "time": 20.0, "allocated_at": 19.0},
             {"kind": "ready", "restart": 1, "step": 5, "time": 21.0},
             {"kind": "train", "restart": 1, "step": 8, "time": 24.0, "seconds": 3.0, "steps": 3}]
-    first, second = starts(rows, [])
+    first, second = starts(Rows.from_dicts(rows), [])
     assert first.seconds["productive"] == 3.0 and first.seconds["lost"] == 4.0
     assert first.ended_at == 8.0 and second.queued_at == 8.0  # killed: its allocation ends at its last record
     assert second.seconds["lost"] == 0.0 and second.seconds["productive"] == 3.0
@@ -63,10 +64,10 @@ def test_worker_restarts_within_one_allocation_are_not_queued() -> None:
     rows = [r for i in range(4) for r in (
         {"kind": "start", "restart": i, "step": 0, "time": 11.0 + 10 * i, "allocated_at": 10.0, "job_id": "1"},
         {"kind": "stop", "restart": i, "step": 0, "time": 19.0 + 10 * i, "reason": "failed"})]
-    found = starts(rows, [{"time": 9.5, "job_id": "1"}])
+    found = starts(Rows.from_dicts(rows), [{"time": 9.5, "job_id": "1"}])
     assert [s.queued_at for s in found] == [9.5, None, None, None]
     assert [s.allocated_at for s in found] == [10.0, 19.0, 29.0, 39.0]
-    total = ledger(rows, [{"time": 9.5, "job_id": "1"}])
+    total = ledger(Rows.from_dicts(rows), [{"time": 9.5, "job_id": "1"}])
     assert total.queue_hours == pytest.approx(0.5 / 3600, abs=1e-6)
     assert total.allocated_device_hours == pytest.approx(39 / 3600, abs=1e-6)
 
@@ -107,7 +108,7 @@ def test_young_interval_loses_less_than_a_fixed_one_at_any_interruption_rate() -
 
 def test_the_plan_follows_the_runs_own_saves_and_interruptions() -> None:
     cfg = CheckpointConfig(every="auto", mtbi_prior_h=24.0, cost_prior_s=10.0)
-    fresh = plan(cfg, [], [])
+    fresh = plan(cfg, Rows.from_dicts([]), [])
     assert fresh["interval_s"] == pytest.approx(math.sqrt(2 * 10.0 * 86400)) and not fresh["cost_measured"]
     rows = [{"kind": "start", "restart": 0, "step": 0, "time": 0.0, "allocated_at": 0.0},
             {"kind": "ready", "restart": 0, "step": 1, "time": 5.0},
@@ -115,6 +116,7 @@ def test_the_plan_follows_the_runs_own_saves_and_interruptions() -> None:
             {"kind": "checkpoint", "restart": 0, "step": 2, "time": 9.0, "seconds": 4.0},
             {"kind": "checkpoint", "restart": 0, "step": 3, "time": 13.0, "seconds": 3.0},
             {"kind": "stop", "restart": 0, "step": 3, "time": 3600.0, "reason": "preempted"}]
+    rows = Rows.from_dicts(rows)
     seen = plan(cfg, rows, [])
     assert seen["cost_s"] == 3.0 and seen["interruptions"] == 1 and seen["observed_s"] == 3600
     assert seen["mtbi_s"] == round((3600 + 86400) / 2)
@@ -133,7 +135,7 @@ def test_a_killed_and_resumed_run_accounts_for_its_time(shakespeare_dir: Path, t
     wait_for_step(run, 14, proc)
     kill_group(proc)
     finish(launch("harness.train", *args, log=tmp_path / "log"), tmp_path / "log")
-    found = starts(records.read(RunDir(run)), read_jsonl(RunDir(run).jobs))
+    found = starts(records.columns(RunDir(run)), read_jsonl(RunDir(run).jobs))
     assert [s.restart for s in found] == [0, 1]
     first = [r for r in rows(run, "train") if r["restart"] == 0]  # a row per step: log.every is 1
     assert max(r["step"] for r in first) >= 14

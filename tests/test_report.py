@@ -154,7 +154,8 @@ def test_report_renders_without_errors_and_is_not_blank(chromium: str, page: Pat
 
 
 def test_tables_hold_the_runs_numbers(seed_sweep: dict, dom: Dom) -> None:
-    summary = dom.tables[0]
+    best, summary = dom.tables[:2]  # the sweep's best five first, then every run
+    assert [row[0] for row in best[1:]] == [d.name for d in sorted(seed_sweep.values(), key=final_val_loss)[:5]]
     header = summary[0]
     by_run = {row[header.index("run")]: row for row in summary[1:]}
     assert sorted(by_run) == sorted(d.name for d in seed_sweep.values())
@@ -193,8 +194,8 @@ def test_each_run_shows_its_differing_fields_state_and_sample(seed_sweep: dict, 
 
 
 def test_images_are_inline_and_links_reach_the_files(seed_sweep: dict, page: Path, dom: Dom) -> None:
-    # loss, throughput, lr, ledger (no HellaSwag in these runs) and the comparison.
-    assert len(dom.images) == 5
+    # loss, throughput, lr, ledger, the best five of the six runs (no HellaSwag in these runs) and the comparison.
+    assert len(dom.images) == 6
     for src in dom.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix) and base64.b64decode(src[len(prefix):]).startswith(PNG)

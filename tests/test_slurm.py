@@ -193,3 +193,29 @@ def test_local_runs_the_same_job_without_slurm_and_resume_continues_it(shakespea
                == "finished" and last_step(run_dir) == 6, logs=run_dir / "slurm")
     starts = rows(run_dir, "start")
     assert [s["step"] for s in starts] == [0, 4] and starts[1]["spec_changes"].startswith("schedule.steps: 4 -> 6")
+
+
+def test_the_queue_is_read_for_many_jobs_in_one_call(tmp_path: Path) -> None:
+    """slurm.queue_states: an array of three tasks and a plain job, found by either id Slurm gives an array
+    task (7_1, or its own raw id), a job Slurm never had left out; cancelled, they are listed so (until
+    MinJobAge) or no more."""
+    from harness.cluster.slurm import accounting, queue_states
+
+    sleep = ["sbatch", "--parsable", "-N", "1", "--cpus-per-task=1", "--time=5", "-o", str(tmp_path / "%j.out")]
+    array = run(*sleep, "--array=0-2", "--wrap", "sleep 120").stdout.strip()
+    plain = run(*sleep, "--wrap", "sleep 120").stdout.strip()
+    tasks = [f"{array}_{i}" for i in range(3)]
+    try:
+        wait_until("the jobs to be listed", lambda: len(queue_states([*tasks, plain])) == 4)
+        raw = dict(line.split() for line in run("squeue", "-h", "-r", "-j", array, "-o", "%i %A").stdout.splitlines())
+        found = queue_states([*tasks, plain, "999999"])
+        assert sorted(found) == sorted([*tasks, plain])
+        assert set(found.values()) <= {"PENDING", "RUNNING", "CONFIGURING"}
+        running = [t for t in tasks if raw.get(t, t) != array]  # a task that started has an id of its own
+        assert queue_states([raw[t] for t in running]) == {raw[t]: found[t] for t in running}
+    finally:
+        run("scancel", array, plain, check=False)
+    wait_until("the jobs to be cancelled", lambda: set(queue_states([*tasks, plain]).values()) <= {"CANCELLED"})
+    # Accounting (the test cluster keeps it) says CANCELLED, the first word of sacct's "CANCELLED by 0".
+    wait_until("accounting to know the jobs", lambda: {j: a[-1].state for j, a in (
+        accounting([*tasks, plain]) or {}).items()} == dict.fromkeys([*tasks, plain], "CANCELLED"))

@@ -56,20 +56,35 @@ def hostnames(nodelist: str) -> list[str]:
     return out.stdout.split()
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """The state of each of `job_ids` that squeue still lists (PENDING, RUNNING, ...), in one squeue call;
-    a job that left the queue is absent. (squeue answers an error when none of the ids is known.)"""
-    if not job_ids or not shutil.which("squeue"):
+def queue_states(job_ids: list[str]) -> dict[str, str] | None:
+    """job id -> state (PENDING, RUNNING, ...) of the jobs among `job_ids` that squeue lists, in one call;
+    a job that left the queue is absent. A job is found under either id Slurm gives it (an array task's 7000_5,
+    or its own 7006). None when Slurm cannot be asked (no squeue, or no controller answering): then nothing
+    is known of the queue."""
+    if not job_ids:
         return {}
-    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T"], capture_output=True,
+    if not shutil.which("squeue"):
+        return None
+    out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%A %i %T"], capture_output=True,
                          text=True)
-    found = dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+    if out.returncode != 0:  # a single id Slurm no longer knows, or no Slurm to ask
+        return {} if "Invalid job id" in out.stderr else None
+    return _states(out.stdout.splitlines(), job_ids)
+
+
+def _states(lines: list[str], job_ids: list[str]) -> dict[str, str]:
+    """From squeue's lines of "RAW_ID ID STATE": the state of each of `job_ids`, found by either id."""
+    found: dict[str, str] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3:
+            found[parts[0]] = found[parts[1]] = parts[2]
     return {job: found[job] for job in job_ids if job in found}
 
 
 def queue_state(job_id: str) -> str | None:
     """The job's state while squeue lists it (pending, running, ...); None once it left the queue."""
-    return queue_states([job_id]).get(job_id)
+    return (queue_states([job_id]) or {}).get(job_id)
 
 
 @dataclass(frozen=True)

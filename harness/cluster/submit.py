@@ -380,7 +380,7 @@ def resubmit_failed(targets: list[str]) -> list[str]:
         raise SpecError(f"no run directories in {' '.join(targets)}")
     submitted = []
     jobs = {run.path: str(job["job_id"]) for run in runs.values() if (job := run.last_job())}
-    queue = queue_states(list(jobs.values()))  # Slurm asked once for all the runs
+    queue = queue_states(list(jobs.values())) or {}  # Slurm asked once for all the runs (check_cluster: it answers)
     accounted = accounting([j for j in jobs.values() if j not in queue]) or {}
     for run in runs.values():
         name, job = run.path, jobs.get(run.path)

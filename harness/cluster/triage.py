@@ -20,7 +20,7 @@ from pathlib import Path
 
 from harness import records
 from harness.cluster.slurm import Accounted
-from harness.run_dir import RunDir, read_jsonl, run_state
+from harness.run_dir import RunDir, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -98,27 +98,28 @@ def job_log(run: RunDir) -> tuple[str, str]:
     return path, Path(path).read_text(errors="replace")
 
 
-def state(rows: list[dict], queued: str | None, job: dict | None, now: float | None = None) -> str:
+def state(rows: records.Rows, queued: str | None, job: dict | None, now: float | None = None) -> str:
     """How a run stands, from its rows and whether its job is in the queue: the rows' rule
     (harness.run_dir.run_state), except that a run of a job that left the queue (`queued` None) cannot be
     running: it died without a stop row ("interrupted")."""
-    found = run_state(rows, now)
+    found = rows.state(now)
     return "interrupted" if found == "running" and job and not queued else found
 
 
-def classify(run: RunDir, queue_state: str | None, rows: list[dict] | None = None,
-             accounted: Accounted | None = None) -> Failure | None:
+def classify(run: RunDir, queue_state: str | None, rows: records.Rows | None = None,
+             accounted: Accounted | None = None, queue_known: bool = True) -> Failure | None:
     """The class of a run that did not finish; None for a finished run or one still in the queue.
-    `rows`: the run's metrics rows, when the caller has read them already; `accounted`: its last job as
-    Slurm's accounting records it, where accounting exists."""
+    `rows`: the run's metrics rows (harness.records.columns), when the caller has read them already;
+    `accounted`: its last job as Slurm's accounting records it, where accounting exists; `queue_known`:
+    False where Slurm could not be asked (then a run with recent rows is taken at its word)."""
     if queue_state:
         return None
-    rows = records.read(run) if rows is None else rows
-    now = state(rows, queue_state, run.last_job())
+    rows = records.columns(run) if rows is None else rows
+    now = state(rows, queue_state, run.last_job() if queue_known else None)
     if now in ("finished", "running") or (now == "new" and not run.errors.exists()):
         return None  # finished, still going, or never started (a failure at start-up leaves an error)
     if now == "failed (non-finite loss)":
-        stop = [r for r in rows if r["kind"] == "stop"][-1]
+        stop = rows.whole("stop")[-1]
         return failure("nonfinite", f"stop row: non-finite loss at step {stop.get('failed_step')}")
     path, log = job_log(run)
     for line in reversed(log.splitlines()):  # the latest event: an earlier one may have been recovered from
@@ -129,7 +130,7 @@ def classify(run: RunDir, queue_state: str | None, rows: list[dict] | None = Non
         return failure(ACCOUNTED[accounted.state], f"sacct: job {accounted.job_id} {accounted.state}, exit code "
                                                    f"{accounted.exit_code} (steps: {accounted.derived_exit_code})")
     # Errors of the latest attempt: recorded after its start (or, failing at start-up, after the last one).
-    starts = [r["time"] for r in rows if r["kind"] == "start"]
+    starts = [r["time"] for r in rows.whole("start")]
     errors = sorted((e for e in read_jsonl(run.errors) if e["time"] >= max(starts, default=0)),
                     key=lambda e: e["time"])
     if errors:

@@ -10,6 +10,7 @@
     python -m harness.bench prepare [--workers 2] [--pairs 3]   # harness.prepare against build-nanogpt's pipeline
     torchrun --nproc-per-node 8 -m harness.bench comm           # all-reduce bus bandwidth by size, as nccl-tests
     python -m harness.bench startup [--compile]                 # seconds to the first step: fresh, restarted, cold
+    python -m harness.bench sweep [--seeds 50] [--rows 5000] [--code DIR]   # status, plots, report on 200 runs
 
 Measured figures, with the machine and command, go in benchmarks/RESULTS.md.
 """
@@ -459,11 +460,42 @@ def bench_hellaswag(args: argparse.Namespace) -> dict:
                    ("all 10,042", f"~{10042 / eps:,.0f} s on this device")])
 
 
+# ----------------------------------------------------------------------------- a sweep of hundreds of runs
+
+
+def bench_sweep(args: argparse.Namespace) -> dict:
+    """harness.status, analysis.plots and analysis.report on 4 learning rates x `--seeds` runs of `--rows`
+    train rows each (harness/tools/sweep.py), made from a real tiny run's rows, each command twice: wall
+    time, peak resident set, the report's size. The sweep is kept in --dir and reused, so that another
+    checkout of the harness (--code) can be timed on the same files."""
+    from harness.run_dir import RunDir
+    from harness.tools import sweep
+
+    out = Path(args.dir or "log/bench/sweep")
+    source = Path(args.source) if args.source else sweep.source_run(out, lambda: str(_shakespeare_dir(args.data)))
+    runs, lrs = out / "runs", [1e-3, 3e-3, 1e-2, 3e-2]
+    found = sorted(p.parent for p in runs.glob("*/config.json"))
+    if len(found) != len(lrs) * args.seeds or args.fresh:
+        shutil.rmtree(runs, ignore_errors=True)
+        found = [r.path for r in sweep.make_sweep(source, runs, lrs, args.seeds, args.rows, args.val_every)]
+    rows, size = sweep.sweep_size([RunDir(p) for p in found])
+    figures = {"runs": len(found), "train_rows": rows, "metrics_mb": round(size / 1e6, 1), "code": args.code,
+               **sweep.measure(runs, out, Path(args.code), ("first",) if args.once else ("first", "second"))}
+    table = [("sweep", f"{len(found)} runs ({len(lrs)} lrs x {args.seeds} seeds), {rows:,} train rows, "
+                       f"{figures['metrics_mb']} MB of metrics.jsonl (made from {source})")]
+    for name in ("status", "plots", "report"):
+        first, second = figures[f"{name}_first"], figures.get(f"{name}_second")
+        again = f"; again: {second['seconds']} s, {second['peak_mb']} MB (load {second['load']})" if second else ""
+        table.append((name, f"{first['seconds']} s, {first['peak_mb']} MB peak (load {first['load']}){again}"))
+    table.append(("report page", f"{figures['report_mb']} MB"))
+    return report("sweep", figures, table)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=["train", "data", "tokenize", "checkpoint", "hellaswag", "gpu", "prepare", "comm",
-                                    "startup"])
+                                    "startup", "sweep"])
     p.add_argument("--preset", default=None, help="gpt2 | gpt2-medium | ... (default: a free size)")
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-head", type=int, default=4)
@@ -481,7 +513,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--workers", type=int, default=0, help="tokenize: also time a pool of N workers")
     p.add_argument("--repeat", type=int, default=1, help="tokenize: copies of the corpus")
-    p.add_argument("--dir", default=None, help="checkpoint: where to write (default: the temp dir)")
+    p.add_argument("--dir", default=None, help="checkpoint: where to write (default: the temp dir); sweep: where the "
+                                              "sweep is made and kept (default log/bench/sweep)")
     p.add_argument("--limit", type=int, default=200, help="hellaswag: examples")
     p.add_argument("--batch-examples", type=int, default=8)
     p.add_argument("--cpu", action="store_true", help="gpu: the checks with a tiny model on the CPU")
@@ -492,10 +525,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-bytes", type=int, default=64 * 2**20, help="comm: the largest all-reduce (x4 between)")
     p.add_argument("--pairs", type=int, default=3, help="prepare: paired runs (the median ratio is reported)")
     p.add_argument("--files", default=None, help="prepare: a jsonl (default: the plays in ~4,000-character documents)")
+    p.add_argument("--source", default=None, help="sweep: the real run to copy rows from (default: train a tiny one)")
+    p.add_argument("--seeds", type=int, default=50, help="sweep: runs per learning rate (4 learning rates)")
+    p.add_argument("--rows", type=int, default=5000, help="sweep: train rows per run")
+    p.add_argument("--val-every", type=int, default=250, help="sweep: steps between val rows")
+    p.add_argument("--code", default=".", help="sweep: the checkout of the harness whose commands are timed")
+    p.add_argument("--fresh", action="store_true", help="sweep: make the sweep again even if --dir has one")
+    p.add_argument("--once", action="store_true", help="sweep: each command once (a checkout with no cache)")
     args = p.parse_args(argv)
     benches = {"train": bench_train, "data": bench_data, "tokenize": bench_tokenize, "checkpoint": bench_checkpoint,
                "hellaswag": bench_hellaswag, "gpu": acceptance.main, "prepare": bench_prepare, "comm": bench_comm,
-               "startup": bench_startup}
+               "startup": bench_startup, "sweep": bench_sweep}
     benches[args.what](args)
 
 

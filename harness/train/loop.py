@@ -89,8 +89,8 @@ class Trainer:
         self.hosts = distributed.gather(node_name(), env)
         # Rank 0 reads the earlier starts' records once, for every rank: the restart number, how the last start
         # ended, and how often to save by time.
-        self.restart, self.last_stop = distributed.on_main(lambda: records.history(records.read(self.run_dir)), env)
-        self.interval = distributed.on_main(lambda: plan(exp.checkpoint, records.read(self.run_dir),
+        self.restart, self.last_stop = distributed.on_main(lambda: records.history(records.columns(self.run_dir)), env)
+        self.interval = distributed.on_main(lambda: plan(exp.checkpoint, records.columns(self.run_dir),
                                                          read_jsonl(self.run_dir.jobs)), env)
         self.checkpointer = Checkpointer(self.run_dir.checkpoints, exp.checkpoint, env)
         self.recorder = Recorder(self.run_dir, exp.log, env.is_main, self.restart)

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness import distributed
 from harness.ledger import starts
-from harness.records import Stop
+from harness.records import Rows, Stop
 from harness.spec import CheckpointConfig
 from harness.train.checkpoint import Checkpointer
 from harness.train.component import Component
@@ -67,7 +67,7 @@ def young_interval(cost_s: float, mtbi_s: float) -> float:
     return math.sqrt(2 * cost_s * mtbi_s)
 
 
-def plan(cfg: CheckpointConfig, rows: list[dict], jobs: list[dict]) -> dict | None:
+def plan(cfg: CheckpointConfig, rows: Rows, jobs: list[dict]) -> dict | None:
     """The time-based save interval for this start, with its inputs (logged in the start row), or
     None when saves go by step count alone. For "auto": C is the median blocking time of the run's
     saves so far (the prior before any); M is the run's allocated time over its interruptions, with
@@ -75,11 +75,11 @@ def plan(cfg: CheckpointConfig, rows: list[dict], jobs: list[dict]) -> dict | No
     keeps the prior, and one that has seen many follows them)."""
     out: dict = {}
     if cfg.every == "auto":
-        costs = sorted(r["seconds"] for r in rows if r["kind"] == "checkpoint" and r.get("seconds") is not None)
+        costs = sorted(s for s in rows["seconds"][rows.kind("checkpoint")].tolist() if s == s)  # NaN: none given
         cost = costs[len(costs) // 2] if costs else cfg.cost_prior_s
         observed = sum(s.wall for s in starts(rows, jobs))
-        ended = {r["restart"]: r["reason"] for r in rows if r["kind"] == "stop"}  # each start's last stop
-        interruptions = sum(ended.get(r["restart"]) != "finished" for r in rows if r["kind"] == "start")
+        ended = {r["restart"]: r["reason"] for r in rows.whole("stop")}  # each start's last stop
+        interruptions = sum(ended.get(r["restart"]) != "finished" for r in rows.whole("start"))
         mtbi = (observed + cfg.mtbi_prior_h * 3600) / (interruptions + 1)
         out = {"every": "auto", "cost_s": round(cost, 3), "cost_measured": bool(costs), "mtbi_s": round(mtbi),
                "interruptions": interruptions, "observed_s": round(observed), "interval_s": young_interval(cost, mtbi)}
