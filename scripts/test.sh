@@ -2,7 +2,7 @@
 # scripts/test.sh [pytest options]: the test suite as CI runs it (README, command 2), from the repository
 # root with the environment active.
 #   1. The Debian packages that the Slurm and report tests use (slurmctld, slurmd, slurm-client, munge,
-#      chromium) start installing in the background, as root, while
+#      slurmdbd and mariadb-server for accounting, chromium) start installing in the background, as root, while
 #   2. the fast tier runs (-m "not slurm and not slow"), stopping at its first failure; then
 #   3. the rest (the Slurm, training and benchmark tests), once the packages are in.
 # The downloads and dpkg overlap the fast tier's computing. Each of the tests still installs what it needs
@@ -17,7 +17,7 @@ install() {  # apt-get install, and again after apt-get update if the package li
 }
 log=$(mktemp) pid=
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  slurm=$(missing slurmctld slurmd slurm-client munge) browser=$(missing chromium)
+  slurm=$(missing slurmctld slurmd slurm-client munge slurmdbd mariadb-server) browser=$(missing chromium)
   if [ -n "$slurm$browser" ]; then
     echo "scripts/test.sh: installing $(echo $slurm $browser) in the background (log: $log)" >&2
     ( { [ -z "$slurm" ] || install --no-install-recommends $slurm; } && { [ -z "$browser" ] || install $browser; } ) \

@@ -16,7 +16,10 @@ from tests.helpers import REPO, harness, rows, tiny
 STEPS = 30
 SLURM_STATE = Path(os.environ.get("HARNESS_TEST_SLURM_STATE", "/tmp/harness-test-slurm"))
 SLURM_NODES = 3  # so that a 2-node job has somewhere else to go
-SLURM_ENV = {"LOCAL_SLURM_NODES": str(SLURM_NODES), "LOCAL_SLURM_CPUS_PER_NODE": "2", "LOCAL_SLURM_CRED_EXPIRE": "5"}
+# With accounting (MariaDB + slurmdbd), as every production cluster has it: status, triage and the ledger
+# read sacct there, and that is where they broke.
+SLURM_ENV = {"LOCAL_SLURM_NODES": str(SLURM_NODES), "LOCAL_SLURM_CPUS_PER_NODE": "2", "LOCAL_SLURM_CRED_EXPIRE": "5",
+             "LOCAL_SLURM_ACCOUNTING": "1"}
 
 
 def slurm_tiny(steps: int = STEPS) -> list[str]:
