@@ -68,7 +68,8 @@ def test_fineweb_10b_in_loop_suite_costs_under_3_percent():
 def test_evaluation_waits_for_training_and_backfills_checkpoints(slurm_cluster, shakespeare_dir, eval_data, tmp_path):
     run_dir = tmp_path / "run"
     out = harness_submit("experiments/shakespeare.py", "--run_dir", str(run_dir), "--data.dir", str(shakespeare_dir),
-                         *slurm_tiny(20), "--checkpoint.keep", "2", *ONE_NODE, "--eval-after", "copa").stdout
+                         "--eval.tasks_data", str(eval_data), *slurm_tiny(20), "--checkpoint.keep", "2", *ONE_NODE,
+                         "--eval-after", "copa").stdout
     train_job, eval_job = re.findall(r"job (\d+)", out)[:2]
     assert "after job" in out and run("squeue", "-h", "-j", eval_job, "-o", "%E").stdout.strip().startswith("afterok")
     wait_until("training and its evaluation", lambda: not queued(train_job) and not queued(eval_job), timeout=400,
@@ -90,5 +91,5 @@ def test_a_dependency_that_cannot_be_met_leaves_the_queue(slurm_cluster, trained
     failed = run("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "exit 1").stdout.strip()
     wait_until("the failing job", lambda: not queued(failed))
     out = harness_submit("--eval", "copa", str(trained_run), "--after", failed, *ONE_NODE).stdout
-    (job,) = re.findall(r"job (\d+)", out)
+    job = re.search(r"job (\d+)", out).group(1)  # "submitted ...: job N (after job M succeeds)"
     wait_until("Slurm to remove the evaluation", lambda: not queued(job), timeout=120)

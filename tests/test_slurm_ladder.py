@@ -15,7 +15,7 @@ from harness.cluster import branches
 from harness.run_dir import RunDir
 from harness.spec import init_run_dir, parse_cli
 from tests.helpers import harness, train_losses, write_tiny_ladder
-from tests.slurm_helpers import CLUSTER, harness_submit, wait_until
+from tests.slurm_helpers import CLUSTER, harness_submit, queued, wait_until
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
@@ -68,5 +68,7 @@ def test_resume_failed_queues_a_branch_nothing_queued(shakespeare_dir: Path, tmp
     assert out.count("a branch never queued, and its checkpoint is written: submitting") == 2, out
     for kid in kids:
         wait_until(f"{kid.name} to finish", lambda k=kid: finished(k.run_dir), timeout=400, logs=tmp_path)
+        job = str(RunDir(kid.run_dir).last_job()["job_id"])
+        wait_until(f"{kid.name}'s job to leave the queue", lambda j=job: not queued(j), logs=tmp_path)
     again = harness_submit(str(tmp_path / "tiny"), "--resume", "--failed").stdout
     assert "never queued" not in again and again.count("finished: nothing to do") == 3, again

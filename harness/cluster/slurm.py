@@ -4,6 +4,7 @@ fields (scontrol), and the allocation this process runs in. Everything else asks
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,6 +88,20 @@ def queue_state(job_id: str) -> str | None:
     return (queue_states([job_id]) or {}).get(job_id)
 
 
+# slurmstepd's line in a job's log when a user cancels the job (scancel): no "DUE TO ..." (preemption, time limit,
+# node failure). A signal sent to the steps alone (scancel --signal) logs "STEP ... CANCELLED" instead.
+CANCELLED_LINE = re.compile(r"JOB \S+ ON \S+ CANCELLED AT \S+ \*\*\*")
+
+
+def cancelled(job_id: str, log: str) -> bool:
+    """Whether the user cancelled the job: accounting says so (CANCELLED, while the job is still completing),
+    or, without accounting, its log (`log`, the job's Slurm output) has slurmstepd's line."""
+    found = accounting([job_id])
+    if found is not None:
+        return bool(found.get(job_id)) and found[job_id][-1].state == "CANCELLED"
+    return bool(CANCELLED_LINE.search(log))
+
+
 @dataclass(frozen=True)
 class Accounted:
     """A job as Slurm's accounting (sacct) records it: its state (the first word of sacct's: "CANCELLED by
@@ -111,7 +126,11 @@ def accounting(job_ids: list[str], every_start: bool = False) -> dict[str, list[
     sacct, or sacct answering that accounting is disabled)."""
     if not job_ids or not shutil.which("sacct"):
         return None
-    cmd = ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", SACCT_FIELDS] + (["-D"] if every_start else [])
+    # Array tasks that never started are one record, found by the array's id alone (7_[1-2] for -j 7, nothing
+    # for -j 7_1): ask for the arrays too, keep only the tasks asked for.
+    heads = {job.split("_")[0] for job in job_ids if "_" in job} - set(job_ids)
+    cmd = ["sacct", "-n", "-X", "-P", "-j", ",".join([*job_ids, *sorted(heads)]), "-o", SACCT_FIELDS]
+    cmd += ["-D"] if every_start else []
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         return None
@@ -121,9 +140,26 @@ def accounting(job_ids: list[str], every_start: bool = False) -> dict[str, list[
         if len(fields) != len(SACCT_FIELDS.split(",")):
             continue
         job, state, code, derived, submit, start, end, nodes = fields
-        found.setdefault(job, []).append(Accounted(job, state.split()[0] if state else "", code, derived,
-                                                   slurm_time(submit), slurm_time(start), slurm_time(end), nodes))
+        for task in array_tasks(job):
+            if task not in job_ids and task.split("_")[0] in heads:
+                continue
+            found.setdefault(task, []).append(Accounted(task, state.split()[0] if state else "", code, derived,
+                                                        slurm_time(submit), slurm_time(start), slurm_time(end),
+                                                        nodes))
     return found
+
+
+def array_tasks(job: str) -> list[str]:
+    """sacct's id of a record -> the job ids it stands for: array tasks that never started share one record,
+    `7_[0-2,5%4]` (the %N is the array's throttle); any other id stands for itself."""
+    head, bracket, ranges = job.partition("_[")
+    if not bracket:
+        return [job]
+    tasks = []
+    for part in ranges.rstrip("]").split("%")[0].split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{head}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return tasks
 
 
 def queued_job(run: RunDir) -> str | None:

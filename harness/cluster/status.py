@@ -112,7 +112,8 @@ def run_status(run: RunDir, slurm: tuple[dict[str, str], dict[str, list[Accounte
         error = last_error["error"]
     failed = classify(run, queue, rows, acct, queue_known=queued is not None)
     # A branch that nothing queued yet (its trunk has not written its checkpoint, died first, or ran outside Slurm).
-    if spec.get("branch_from") and not job and branches.explain(run, read_spec(run)):
+    branch = branches.explain(run, read_spec(run)) if spec.get("branch_from") and not job else None
+    if branch:
         state = "NOT QUEUED"
     straggler = sustained_straggler(rows, spec["cluster"].get("straggler_ratio") or STRAGGLER_SHOWN)
     eta = None
@@ -126,7 +127,7 @@ def run_status(run: RunDir, slurm: tuple[dict[str, str], dict[str, list[Accounte
         "restarts": summary.restarts, "checkpoint": run.newest_checkpoint_step(), "goodput": summary.goodput,
         "device_hours": summary.device_hours, "productive_device_hours": summary.ledger["device_hours"]["productive"],
         "excluded": run.excluded_hosts(), "straggler": straggler, "log": job.get("log"), "error": error,
-        "failure": failed.to_dict() if failed else None,
+        "failure": failed.to_dict() if failed else None, "branch": branch,
     }
 
 
@@ -253,6 +254,7 @@ def table(statuses: list[dict]) -> str:
             lines.append(f"{s['name'].ljust(name_w)}  {f['what'].ljust(what_w)}  next: {f['next']}")
             lines.append(f"{'':{name_w}}  {f['evidence'][:200]}")
     lines += [f"{s['name']}: {s['error']}" for s in statuses if s["error"] and not s["failure"]]
+    lines += [f"{s['name']}: {s['branch']}" for s in statuses if s.get("branch")]
     return "\n".join(lines)
 
 

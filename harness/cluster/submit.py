@@ -395,7 +395,7 @@ def resubmit_failed(targets: list[str]) -> list[str]:
             continue
         failed = classify(run, None, accounted=(accounted.get(job) or [None])[-1])
         if failed is None:
-            print(f"{name}: {triage_state(records.read(run), None, run.last_job())}: nothing to do")
+            print(f"{name}: {triage_state(records.columns(run), None, run.last_job())}: nothing to do")
         elif not failed.curable:
             print(f"{name}: {failed.what}: not resubmitted; {failed.next_step}\n    ({failed.evidence[:200]})")
         else:

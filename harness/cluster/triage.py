@@ -2,10 +2,11 @@
 
 The records, most authoritative first: the run's stop rows (a non-finite loss), the Slurm log of its
 last job, latest line first (Slurm's own lines: node failure, time limit, cancellation, OOM kills;
-submitit's: timeouts exhausted; torchrun's failure summary: a rank killed by a signal, which is what the
-kernel's OOM killer leaves, since a SIGKILLed process writes no traceback), Slurm's accounting of the job
-(OUT_OF_MEMORY, NODE_FAIL, TIMEOUT, CANCELLED, where accounting exists), the errors its ranks recorded in
-the latest attempt (the earliest is the cause, the others its echoes), and its last stop row (preempted or
+submitit's: timeouts exhausted), Slurm's accounting of the job (OUT_OF_MEMORY, NODE_FAIL, TIMEOUT, CANCELLED,
+where accounting exists), the errors its ranks recorded in the latest attempt (the earliest is the cause, the
+others its echoes; but a peer's lost connection yields to the next), torchrun's failure summary in the log (a
+rank killed by a signal, which is what the kernel's OOM killer leaves, since a SIGKILLed process writes no
+traceback), and its last stop row (preempted or
 moved off a bad node, and then not requeued). Nothing is guessed: what no record explains is "unknown",
 with the last error line.
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import records
-from harness.cluster.slurm import Accounted
+from harness.cluster.slurm import CANCELLED_LINE, Accounted
 from harness.run_dir import RunDir, read_jsonl
 
 
@@ -64,12 +65,13 @@ LOG_RULES = [
     (re.compile(r"DUE TO NODE FAILURE"), "node_failure"),
     (re.compile(r"oom[-_ ]kill|Out Of Memory", re.IGNORECASE), "oom"),
     (re.compile(r"timed-out too many times|DUE TO TIME LIMIT"), "timeouts"),
-    # A user's scancel of the job: no "DUE TO ...". A signal sent to the steps alone (scancel --signal)
-    # logs "STEP ... CANCELLED" and leaves the job to decide, so only the job's line counts.
-    (re.compile(r"JOB \S+ ON \S+ CANCELLED AT \S+ \*\*\*"), "cancelled"),
-    # torchrun's failure summary of a worker that died of a signal: "exitcode  : -9 (pid: 1234)".
-    (re.compile(r"exitcode\s*:\s*-\d+ \(pid"), "killed"),
+    # A user's scancel of the job (a signal sent to the steps alone leaves the job to decide).
+    (CANCELLED_LINE, "cancelled"),
 ]
+# torchrun's failure summary of a worker that died of a signal: "exitcode  : -9 (pid: 1234)". Weaker evidence than
+# a rank's own error (a rank that ran out of memory or timed out in a collective is killed too, by torchrun), but
+# stronger than its peers' lost connections.
+KILLED_LINE = re.compile(r"exitcode\s*:\s*-\d+ \(pid")
 # Slurm's accounting state of a job that left the queue -> the class it shows, where no record says more.
 ACCOUNTED = {"OUT_OF_MEMORY": "host_oom", "NODE_FAIL": "node_failure", "TIMEOUT": "timeouts",
              "CANCELLED": "cancelled", "PREEMPTED": "preempted", "BOOT_FAIL": "node_failure"}
@@ -133,11 +135,14 @@ def classify(run: RunDir, queue_state: str | None, rows: records.Rows | None = N
     starts = [r["time"] for r in rows.whole("start")]
     errors = sorted((e for e in read_jsonl(run.errors) if e["time"] >= max(starts, default=0)),
                     key=lambda e: e["time"])
+    killed = next((line.strip() for line in reversed(log.splitlines()) if KILLED_LINE.search(line)), None)
     if errors:
         first = errors[0]["error"]
         for pattern, kind in ERROR_RULES:
-            if pattern.search(first):
+            if pattern.search(first) and not (kind == "dead_rank" and killed):
                 return failure(kind, f"{run.errors}: rank {errors[0].get('rank')}: {first[:300]}")
+    if killed:
+        return failure("killed", f"{path}: {_with_signal(killed)}")
     if now == "preempted":
         return failure("preempted", "stop row: stopped at a checkpoint on a signal, and the job left the queue")
     if now == "excluded":
