@@ -3,6 +3,7 @@ HuggingFace GPT-2 directory, as one process and as two torchrun ranks."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -21,10 +22,13 @@ SINGLE = DistEnv(0, 0, 1, torch.device("cpu"), None)
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
-@pytest.fixture(scope="session")
-def trained(shakespeare_dir, trained_run):
-    """(data dir, run dir) of the tiny GPT trained for 40 steps on Shakespeare."""
-    return shakespeare_dir, trained_run
+@pytest.fixture(scope="module")
+def trained(shakespeare_dir, trained_run, tmp_path_factory):
+    """(data dir, run dir) of the tiny GPT trained for 40 steps on Shakespeare: a copy of the session's run,
+    which stays as other tests expect it (the evaluations here add rows to it)."""
+    run_dir = tmp_path_factory.mktemp("eval-cli") / "run"
+    shutil.copytree(trained_run, run_dir)
+    return shakespeare_dir, run_dir
 
 
 @pytest.fixture(scope="session")

@@ -146,4 +146,4 @@ def test_a_restarted_run_continues_the_same_wandb_run(shakespeare_dir: Path, tmp
     offline = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(offline) == 2 and all(name.endswith(f"-{run_id}") for name in offline)  # one wandb run, twice
     metas = [json.loads((p / "meta.json").read_text()) for p in RunDir(run).checkpoint_dirs()]
-    assert {m["wandb_id"] for m in metas} == {run_id}
+    assert {m["components"]["Recorder"]["wandb_id"] for m in metas} == {run_id}  # the recorder's checkpoint state
