@@ -107,15 +107,16 @@ def after_step(run: RunDir, job_id: str | None) -> str:
     outcome = records.state(run)
     if job_id:  # the allocation's end, as near as the job itself can tell: for the run's goodput ledger
         run.record_job(event="step_end", job_id=job_id, outcome=outcome)
-    if job_id and outcome == "preempted" and cancelled(job_id, job_log(run)[1]):
+    if job_id and outcome == "preempted":
         # Slurm requeues a finished job too, a cancelled one included (it is COMPLETING, as after any end):
         # scancel must have the last word.
-        print(f"[harness] run stopped at a checkpoint; job {job_id} was cancelled: not requeued", file=sys.stderr,
-              flush=True)
-    elif job_id and outcome == "preempted":
-        print(f"[harness] run stopped at a checkpoint: requeueing job {job_id}", file=sys.stderr, flush=True)
-        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
-        print(f"[harness] requeue: {done.stderr.strip() or 'done'}", file=sys.stderr, flush=True)
+        if cancelled(job_id, job_log(run)[1]):
+            print(f"[harness] run stopped at a checkpoint; job {job_id} was cancelled: not requeued",
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"[harness] run stopped at a checkpoint: requeueing job {job_id}", file=sys.stderr, flush=True)
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+            print(f"[harness] requeue: {done.stderr.strip() or 'done'}", file=sys.stderr, flush=True)
     elif job_id and outcome == "excluded":
         print(f"[harness] {requeue_excluding(job_id, run.excluded_hosts(), run.slurm)}", file=sys.stderr, flush=True)
     return outcome

@@ -128,7 +128,8 @@ def accounting(job_ids: list[str], every_start: bool = False) -> dict[str, list[
         return None
     # Array tasks that never started are one record, found by the array's id alone (7_[1-2] for -j 7, nothing
     # for -j 7_1): ask for the arrays too, keep only the tasks asked for.
-    heads = {job.split("_")[0] for job in job_ids if "_" in job} - set(job_ids)
+    asked = set(job_ids)
+    heads = {job.split("_")[0] for job in asked if "_" in job} - asked
     cmd = ["sacct", "-n", "-X", "-P", "-j", ",".join([*job_ids, *sorted(heads)]), "-o", SACCT_FIELDS]
     cmd += ["-D"] if every_start else []
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -141,7 +142,7 @@ def accounting(job_ids: list[str], every_start: bool = False) -> dict[str, list[
             continue
         job, state, code, derived, submit, start, end, nodes = fields
         for task in array_tasks(job):
-            if task not in job_ids and task.split("_")[0] in heads:
+            if task not in asked and task.split("_")[0] in heads:
                 continue
             found.setdefault(task, []).append(Accounted(task, state.split()[0] if state else "", code, derived,
                                                         slurm_time(submit), slurm_time(start), slurm_time(end),

@@ -6,9 +6,8 @@ submitit's: timeouts exhausted), Slurm's accounting of the job (OUT_OF_MEMORY, N
 where accounting exists), the errors its ranks recorded in the latest attempt (the earliest is the cause, the
 others its echoes; but a peer's lost connection yields to the next), torchrun's failure summary in the log (a
 rank killed by a signal, which is what the kernel's OOM killer leaves, since a SIGKILLed process writes no
-traceback), and its last stop row (preempted or
-moved off a bad node, and then not requeued). Nothing is guessed: what no record explains is "unknown",
-with the last error line.
+traceback), and its last stop row (preempted or moved off a bad node, and then not requeued). Nothing is
+guessed: what no record explains is "unknown", with the last error line.
 
 A run whose job is still queued or running has not failed; neither has a finished one. A run whose job left
 the queue while its records end with no stop row did not stop: it died (`state`).
